@@ -1,0 +1,328 @@
+"""The architecture zoo: config/zoo.yaml validates, builds Keras 2 models of the slides' sizes."""
+
+import copy
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from afternoon.errors import ConfigError
+from afternoon.models import (
+    LAYER_KEYS,
+    build_model,
+    build_optimizer,
+    count_params,
+    validate_architecture,
+)
+
+ROOT = Path(__file__).resolve().parents[1]
+MNIST, DIGITS, CIFAR10 = (28, 28, 1), (8, 8, 1), (32, 32, 3)
+# Parameter counts of the workshop's MNIST models (batch-norm moving statistics included).
+EXPECTED_PARAMS = {
+    "fc64": 55050,
+    "fc512": 669706,
+    "fc512x3": 932362,
+    "cnn1": 542230,
+    "cnn2": 1199882,
+    "cnn_dropout": 1199882,
+    "cnn_batchnorm": 1200778,
+}
+
+
+@pytest.fixture(scope="module")
+def zoo():
+    return yaml.safe_load((ROOT / "config" / "zoo.yaml").read_text())
+
+
+def named(zoo, name, **changes):
+    return {**copy.deepcopy(zoo[name]), "name": name, **changes}
+
+
+def uint8_batch(shape, n=4, seed=0):
+    return np.random.default_rng(seed).integers(0, 256, size=(n, *shape), dtype=np.uint8)
+
+
+@pytest.fixture(scope="module")
+def mnist_models(zoo):
+    return {name: build_model(named(zoo, name), MNIST) for name in zoo}
+
+
+def test_keras_is_keras2():
+    import tensorflow as tf
+    import tf_keras
+
+    assert tf.keras.__name__.startswith("tf_keras")
+    assert tf_keras.__version__.startswith("2.")
+
+
+def test_zoo_has_the_seven_architectures(zoo):
+    assert set(zoo) == set(EXPECTED_PARAMS)
+
+
+def test_layer_keys_match_the_zoo_header():
+    assert LAYER_KEYS["conv2d"]["required"] == ("filters", "kernel_size")
+    assert set(LAYER_KEYS) == {"dense", "conv2d", "maxpool2d", "dropout", "batchnorm", "flatten"}
+    assert LAYER_KEYS["dropout"]["required"] == ("rate",)
+    assert LAYER_KEYS["flatten"] == {"required": (), "optional": ()}
+
+
+@pytest.mark.parametrize("name", EXPECTED_PARAMS)
+def test_zoo_architecture_validates(zoo, name):
+    validate_architecture(name, zoo[name])
+
+
+def test_validation_needs_no_tensorflow():
+    code = (
+        "import sys, yaml; from afternoon.models import validate_architecture\n"
+        f"zoo = yaml.safe_load(open({str(ROOT / 'config' / 'zoo.yaml')!r}))\n"
+        "[validate_architecture(n, a) for n, a in zoo.items()]\n"
+        "assert 'tensorflow' not in sys.modules"
+    )
+    env_path = str(ROOT / "workflow")
+    env = {**os.environ, "PYTHONPATH": env_path}
+    subprocess.run([sys.executable, "-c", code], check=True, env=env)
+
+
+@pytest.mark.parametrize("name", EXPECTED_PARAMS)
+def test_mnist_parameter_counts(mnist_models, name):
+    model = mnist_models[name]
+    assert count_params(model) == EXPECTED_PARAMS[name]
+    assert model.name == name
+    assert model.output_shape == (None, 10)
+    assert model.loss == "sparse_categorical_crossentropy"
+
+
+def test_flatten_is_added_before_the_first_dense_layer(mnist_models):
+    names = [layer.name for layer in mnist_models["fc64"].layers]
+    assert names[:3] == ["rescale", "flatten_auto_0", "dense_0"]
+    assert not any("auto" in layer.name for layer in mnist_models["cnn1"].layers)
+
+
+@pytest.mark.parametrize("shape", [DIGITS, MNIST, CIFAR10], ids=["digits", "mnist", "cifar10"])
+@pytest.mark.parametrize("name", EXPECTED_PARAMS)
+def test_builds_and_predicts_probabilities(zoo, mnist_models, name, shape):
+    model = mnist_models[name] if shape == MNIST else build_model(named(zoo, name), shape)
+    assert model.output_shape == (None, 10)
+    probs = model(uint8_batch(shape), training=False).numpy()
+    assert probs.shape == (4, 10)
+    assert (probs >= 0).all()
+    np.testing.assert_allclose(probs.sum(axis=1), 1.0, rtol=1e-5)
+
+
+def weights(model):
+    return model.get_weights()
+
+
+def test_same_seed_same_initial_weights(zoo):
+    arch = named(zoo, "cnn_dropout")
+    a, b = build_model(arch, DIGITS, seed=3), build_model(arch, DIGITS, seed=3)
+    c = build_model(arch, DIGITS, seed=4)
+    for wa, wb in zip(weights(a), weights(b), strict=True):
+        np.testing.assert_array_equal(wa, wb)
+    kernels_a = [w for w in weights(a) if w.ndim > 1]
+    kernels_c = [w for w in weights(c) if w.ndim > 1]
+    assert all(not np.array_equal(x, y) for x, y in zip(kernels_a, kernels_c, strict=True))
+
+
+def test_mixed_bfloat16(zoo):
+    model = build_model(named(zoo, "cnn_batchnorm"), DIGITS, mixed_precision="mixed_bfloat16")
+    hidden = {layer.name: layer for layer in model.layers}
+    assert hidden["conv2d_0"].compute_dtype == "bfloat16"
+    assert hidden["dense_6"].compute_dtype == "bfloat16"
+    assert hidden["conv2d_0"].variable_dtype == "float32"
+    assert model.layers[-1].compute_dtype == "float32"
+    assert model.output.dtype == "float32"
+    probs = model(uint8_batch(DIGITS), training=False).numpy()
+    assert probs.dtype == np.float32
+    np.testing.assert_allclose(probs.sum(axis=1), 1.0, rtol=1e-5)
+
+
+def test_float32_is_the_default(mnist_models):
+    assert {layer.compute_dtype for layer in mnist_models["cnn1"].layers} == {"float32"}
+
+
+def test_unknown_precision_is_a_config_error(zoo):
+    with pytest.raises(ConfigError, match="mixed_float16"):
+        build_model(named(zoo, "fc64"), DIGITS, mixed_precision="mixed_float16")
+
+
+def test_augmentation_is_identity_at_inference(zoo):
+    aug = {"rotation": 10, "shift": 0.1, "zoom": 0.1}
+    augmented = build_model(named(zoo, "cnn1", augmentation=aug), DIGITS, seed=1)
+    plain = build_model(named(zoo, "cnn1"), DIGITS, seed=1)
+    names = [layer.name for layer in augmented.layers]
+    assert names[1:4] == ["augment_rotation", "augment_shift", "augment_zoom"]
+    for wa, wb in zip(weights(augmented), weights(plain), strict=True):
+        np.testing.assert_array_equal(wa, wb)
+    x = uint8_batch(DIGITS)
+    np.testing.assert_array_equal(augmented(x, training=False), plain(x, training=False))
+    assert not np.allclose(augmented(x, training=True), plain(x, training=True))
+
+
+def test_build_optimizer_defaults_and_values():
+    adam = build_optimizer({"name": "adam"})
+    assert adam.__class__.__module__.startswith("tf_keras")
+    assert float(adam.learning_rate) == pytest.approx(0.001)
+    sgd = build_optimizer({"name": "sgd"})
+    assert float(sgd.learning_rate) == pytest.approx(0.01)
+    assert float(sgd.momentum) == 0.0 and sgd.nesterov is False
+    sgd = build_optimizer({"name": "sgd", "learning_rate": 0.1, "momentum": 0.9, "nesterov": True})
+    assert float(sgd.learning_rate) == pytest.approx(0.1)
+    assert float(sgd.momentum) == pytest.approx(0.9) and sgd.nesterov is True
+    adam = build_optimizer({"name": "adam", "beta_1": 0.8, "epsilon": 1e-6})
+    assert float(adam.beta_1) == pytest.approx(0.8) and adam.epsilon == pytest.approx(1e-6)
+
+
+def test_valid_optional_fields_pass(zoo):
+    arch = named(zoo, "cnn1")
+    del arch["name"]
+    arch.update(
+        early_stopping={"monitor": "val_loss", "patience": 3, "restore_best_weights": True},
+        augmentation={"rotation": 10, "shift": 0.1, "zoom": 0.1},
+        distributed={},
+        datasets={
+            "fashion_mnist": {"epochs": 40, "optimizer": {"name": "adam", "learning_rate": 1e-3}},
+            "cifar10": {"augmentation": {"shift": 0.1}, "early_stopping": {"patience": 5}},
+        },
+    )
+    arch["layers"][0] = {"conv2d": {"filters": 8, "kernel_size": [3, 3], "padding": "same"}}
+    arch["layers"][1] = {"maxpool2d": {"pool_size": 2, "strides": 2}}
+    arch["layers"].insert(2, {"batchnorm": None})
+    validate_architecture("cnn1", arch)
+
+
+def _set(path, value):
+    """A change to an architecture: set the value at a path of keys and indices."""
+
+    def change(arch):
+        *parents, last = path
+        node = arch
+        for key in parents:
+            node = node[key]
+        node[last] = value
+
+    return change
+
+
+def _delete(path):
+    def change(arch):
+        *parents, last = path
+        node = arch
+        for key in parents:
+            node = node[key]
+        del node[last]
+
+    return change
+
+
+BAD = {
+    # case: (architecture, change, what the message must name)
+    "unknown layer type": ("cnn1", _set(["layers", 1], {"conv3d": {}}), ["layers[1]", "conv3d"]),
+    "unknown layer key": (
+        "cnn1",
+        _set(["layers", 0, "conv2d", "filter"], 32),
+        ["layers[0].conv2d", "'filter'"],
+    ),
+    "missing required field": ("fc64", _delete(["epochs"]), ["'epochs'"]),
+    "missing required layer key": (
+        "cnn2",
+        _delete(["layers", 1, "conv2d", "kernel_size"]),
+        ["layers[1].conv2d", "kernel_size"],
+    ),
+    "bad dropout rate": ("cnn_dropout", _set(["layers", 3, "dropout", "rate"], 1.5), ["rate"]),
+    "negative dropout rate": (
+        "cnn_dropout",
+        _set(["layers", 6, "dropout", "rate"], -0.1),
+        ["rate"],
+    ),
+    "bad optimizer name": ("fc64", _set(["optimizer", "name"], "rmsprop"), ["rmsprop"]),
+    "unknown optimizer key": ("fc64", _set(["optimizer", "momentum"], 0.9), ["momentum"]),
+    "bad override key": ("fc64", _set(["datasets"], {"mnist": {"layers": []}}), ["layers"]),
+    "bad override value": ("fc64", _set(["datasets"], {"mnist": {"epochs": 0}}), ["epochs"]),
+    "unknown field": ("fc64", _set(["learning_rate"], 0.1), ["learning_rate"]),
+    "bad batch size": ("fc64", _set(["batch_size"], "128"), ["batch_size"]),
+    "bad epochs": ("fc64", _set(["epochs"], 0), ["epochs"]),
+    "boolean units": ("fc64", _set(["layers", 0, "dense", "units"], True), ["units"]),
+    "bad padding": ("cnn1", _set(["layers", 0, "conv2d", "padding"], "full"), ["padding"]),
+    "bad kernel size": (
+        "cnn1",
+        _set(["layers", 0, "conv2d", "kernel_size"], [3, 3, 3]),
+        ["kernel"],
+    ),
+    "bad activation": ("fc64", _set(["layers", 0, "dense", "activation"], 1), ["activation"]),
+    "layer not one key": ("fc64", _set(["layers", 0], {"dense": {}, "flatten": {}}), ["layers[0]"]),
+    "augmentation key": ("cnn1", _set(["augmentation"], {"flip": True}), ["flip"]),
+    "augmentation shift": ("cnn1", _set(["augmentation"], {"shift": 1.0}), ["shift"]),
+    "augmentation rotation": ("cnn1", _set(["augmentation"], {"rotation": -5}), ["rotation"]),
+    "early stopping key": ("cnn1", _set(["early_stopping"], {"patients": 3}), ["patients"]),
+    "distributed not a mapping": ("cnn1", _set(["distributed"], "yes"), ["distributed"]),
+    "last layer not softmax": (
+        "fc64",
+        _set(["layers", 2, "dense", "activation"], "relu"),
+        ["layers[2]"],
+    ),
+}
+
+
+@pytest.mark.parametrize("case", BAD)
+def test_bad_architecture_is_a_one_line_config_error(zoo, case):
+    name, change, needles = BAD[case]
+    arch = copy.deepcopy(zoo[name])
+    change(arch)
+    with pytest.raises(ConfigError) as info:
+        validate_architecture(name, arch)
+    message = str(info.value)
+    assert "\n" not in message
+    assert message.startswith(f"architecture {name!r}")
+    for needle in needles:
+        assert needle in message
+
+
+def test_unknown_layer_type_lists_the_known_ones(zoo):
+    arch = copy.deepcopy(zoo["cnn1"])
+    arch["layers"][0] = {"conv3d": {"filters": 4}}
+    with pytest.raises(ConfigError, match=r"known: dense, conv2d, maxpool2d, dropout"):
+        validate_architecture("cnn1", arch)
+
+
+def test_too_big_for_the_input_is_a_config_error(zoo):
+    with pytest.raises(ConfigError) as info:
+        build_model(named(zoo, "cnn2"), (4, 4, 1))
+    message = str(info.value)
+    assert "\n" not in message
+    assert "'cnn2'" in message and "layers[1]" in message and "(4, 4, 1)" in message
+
+
+def test_pool_on_a_single_pixel_is_a_config_error():
+    arch = {
+        "name": "tiny",
+        "layers": [{"maxpool2d": {}}, {"dense": {"units": 10, "activation": "softmax"}}],
+        "optimizer": {"name": "adam"},
+        "batch_size": 8,
+        "epochs": 1,
+    }
+    with pytest.raises(ConfigError, match=r"'tiny', layers\[0\] \(maxpool2d\).*\(1, 1, 1\)"):
+        build_model(arch, (1, 1, 1))
+
+
+def test_class_count_mismatch_is_a_config_error(zoo):
+    with pytest.raises(ConfigError, match="100"):
+        build_model(named(zoo, "fc64"), DIGITS, num_classes=100)
+
+
+def test_activation_keras_does_not_know_is_a_config_error(zoo):
+    arch = named(zoo, "fc64")
+    arch["layers"][0]["dense"]["activation"] = "relux"
+    with pytest.raises(ConfigError, match=r"'fc64', layers\[0\] \(dense\).*relux"):
+        build_model(arch, DIGITS)
+
+
+def test_build_model_validates_first(zoo):
+    arch = named(zoo, "cnn1")
+    arch["layers"][0]["conv2d"]["filter"] = 8
+    with pytest.raises(ConfigError, match=r"'cnn1', layers\[0\]\.conv2d: unknown key 'filter'"):
+        build_model(arch, DIGITS)

@@ -1,0 +1,143 @@
+"""Training jobs: outputs, reproducibility (identical weights), NaN detection, early stopping."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from afternoon.config import job_spec, load_yaml, load_zoo
+from afternoon.preprocess import preprocess_dataset
+from conftest import REPO
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def digits(tmp_path_factory):
+    """The digits dataset preprocessed once, and a tracking store initialised once."""
+    root = tmp_path_factory.mktemp("digits")
+    npz, card = root / "digits.npz", root / "digits.card.json"
+    preprocess_dataset("digits", None, npz, card, validation_fraction=0.1, seed=42)
+    marker = root / "mlflow" / "tracking.json"
+    run_cli("init-tracking", "--experiment", "test-training", "--marker", str(marker))
+    return {"npz": npz, "card": card, "marker": marker, "root": root}
+
+
+def run_cli(*args, check=True):
+    result = subprocess.run(
+        [sys.executable, "-m", "afternoon.cli", *args], capture_output=True, text=True, cwd=REPO
+    )
+    if check:
+        assert result.returncode == 0, result.stderr[-3000:]
+    return result
+
+
+def spec_for(arch: str, **changes) -> dict:
+    config = load_yaml(REPO / "config/config.yaml")
+    spec = job_spec(config, load_zoo(REPO / "config/zoo.yaml"), "digits", arch)
+    spec.update(changes)
+    return spec
+
+
+def train(digits, spec, out_dir, check=True):
+    return run_cli(
+        "train",
+        "--spec",
+        json.dumps(spec),
+        "--npz",
+        str(digits["npz"]),
+        "--card",
+        str(digits["card"]),
+        "--tracking",
+        str(digits["marker"]),
+        "--out-dir",
+        str(out_dir),
+        "--threads",
+        "2",
+        "--tag",
+        "snakemake_rule=train",
+        check=check,
+    )
+
+
+def weights(path):
+    import tensorflow as tf
+
+    return tf.keras.models.load_model(path).get_weights()
+
+
+def test_two_runs_of_one_config_give_identical_weights_and_metrics(digits):
+    spec = spec_for("cnn_dropout", epochs=3)
+    first, second = digits["root"] / "a", digits["root"] / "b"
+    train(digits, spec, first)
+    train(digits, spec, second)
+    for w1, w2 in zip(weights(first / "model.keras"), weights(second / "model.keras"), strict=True):
+        np.testing.assert_array_equal(w1, w2)
+    m1 = json.loads((first / "metrics.json").read_text())
+    m2 = json.loads((second / "metrics.json").read_text())
+    finals = [k for k in m1 if k.startswith("final_")]
+    assert finals and all(m1[k] == m2[k] for k in finals)
+    assert m1["run_id"] != m2["run_id"]  # a rerun is a new MLflow run
+    # a different seed trains a different model
+    third = digits["root"] / "c"
+    train(digits, {**spec, "seed": 7}, third)
+    assert not np.array_equal(weights(first / "model.keras")[0], weights(third / "model.keras")[0])
+
+
+def test_outputs_history_and_mlflow_run(digits):
+    import mlflow
+
+    out = digits["root"] / "fc64"
+    train(digits, spec_for("fc64", epochs=4), out)
+    history = pd.read_csv(out / "history.csv")
+    assert list(history["epoch"]) == [1, 2, 3, 4]
+    assert {"loss", "accuracy", "val_loss", "val_accuracy", "epoch_time_s"} <= set(history)
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["epochs_run"] == 4
+    assert metrics["parameters"] == (64 * 64 + 64) + (64 * 64 + 64) + (64 * 10 + 10)
+    assert metrics["final_val_accuracy"] == pytest.approx(history["val_accuracy"].iloc[-1])
+    assert any((out / "tensorboard").rglob("events.out.tfevents.*"))
+    run_record = json.loads((out / "run.json").read_text())
+
+    marker = json.loads(digits["marker"].read_text())
+    client = mlflow.tracking.MlflowClient(marker["tracking_uri"])
+    run = client.get_run(run_record["run_id"])
+    assert run.info.status == "FINISHED"
+    assert run.data.params["batch_size"] == "128"
+    assert run.data.params["layers.0.dense.units"] == "64"
+    assert run.data.tags["afternoon.snakemake_rule"] == "train"
+    assert (
+        len(run.data.tags["afternoon.git_commit"]) in (7, 40)
+        or run.data.tags["afternoon.git_commit"] == "unknown"
+    )
+    accuracy = client.get_metric_history(run.info.run_id, "val_accuracy")
+    assert [m.step for m in accuracy] == [1, 2, 3, 4]
+    assert accuracy[-1].value == pytest.approx(metrics["final_val_accuracy"])
+    artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
+    assert {"model.keras", "history.csv", "metrics.json"} <= artifacts
+
+
+def test_nan_loss_stops_with_the_epoch_and_leaves_no_model(digits):
+    spec = spec_for("fc64", epochs=5, optimizer={"name": "sgd", "learning_rate": 1e12})
+    out = digits["root"] / "nan"
+    result = train(digits, spec, out, check=False)
+    assert result.returncode == 1
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("afternoon: error: fc64 on digits: loss became nan at epoch 1")
+    assert not (out / "model.keras").exists() and not (out / "metrics.json").exists()
+
+
+def test_early_stopping_stops_before_the_planned_epochs(digits):
+    spec = spec_for(
+        "fc512",  # 670k parameters on 1,437 images: overfits within a few epochs
+        epochs=60,
+        early_stopping={"monitor": "val_loss", "patience": 2, "restore_best_weights": True},
+    )
+    out = digits["root"] / "early"
+    train(digits, spec, out)
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["epochs_run"] < 60
+    assert metrics["best_epoch"] == metrics["epochs_run"] - 2

@@ -1,0 +1,22 @@
+"""afternoon: the "Deep Learning in an Afternoon" architecture study as a reproducible pipeline.
+
+Keras 2 (``tf_keras``) is used everywhere: Horovod 0.28.1's Keras callbacks fail on Keras 3, and
+one Keras for training and evaluation means a model trained under Horovod loads in evaluation. The
+switch must be set before TensorFlow is imported for the first time, so it lives here.
+"""
+
+import os
+
+os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
+# Jobs often run on nodes without internet: no usage telemetry from MLflow.
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+
+__version__ = "0.1.0"
+
+
+def export_package_path(package_dir: str) -> None:
+    """Put ``package_dir`` first on PYTHONPATH for the jobs Snakemake starts (any environment)."""
+    parts = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+    if package_dir not in parts:
+        os.environ["PYTHONPATH"] = os.pathsep.join([package_dir, *parts])

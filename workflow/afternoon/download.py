@@ -1,0 +1,236 @@
+"""Fetch registry datasets: cache check, HTTP or mirror transfer, size + sha256 verification.
+
+Every file is written to a temporary ``.<name>.part-*`` file beside its destination, verified
+(size first, then sha256) and only then moved onto the destination with ``os.replace``; a failed
+fetch leaves neither the temporary file nor a destination behind. Transient HTTP failures
+(connection refused/reset, timeouts, HTTP 5xx) are retried with exponential backoff; HTTP 4xx and
+verification failures are not retried (a server that sends wrong bytes once sends them again).
+"""
+
+import logging
+import os
+import re
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from urllib.parse import urlparse
+from urllib.request import url2pathname
+
+import pooch
+import requests
+
+from afternoon.errors import DownloadError
+from afternoon.fileio import sha256_file, write_json_atomic
+from afternoon.registry import dataset_entry
+
+log = logging.getLogger("afternoon.download")
+
+# Connection refused/reset, timeouts and transfers cut short; HTTP 5xx is checked separately.
+TRANSIENT = (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError)
+
+
+def _is_cached(entry: dict, dest: Path) -> bool:
+    """True if ``dest`` already holds the entry's exact bytes; a mismatching file is deleted."""
+    if not dest.is_file():
+        return False
+    if dest.stat().st_size == entry["size"] and sha256_file(dest) == entry["sha256"]:
+        return True
+    log.warning("%s does not match the registry size/sha256: deleting and fetching again", dest)
+    dest.unlink()
+    return False
+
+
+def _looks_like_html(path: Path) -> bool:
+    """True if the file starts (after whitespace) with ``<!DOCTYPE`` or ``<html``."""
+    with open(path, "rb") as handle:
+        head = handle.read(512).lstrip().lower()
+    return head.startswith((b"<!doctype", b"<html"))
+
+
+def verify(path: Path, entry: dict, source: str) -> None:
+    """Check size, then sha256, of ``path`` against ``entry``; a mismatch is a one-line error."""
+    name, want_size, want_sha = entry["name"], entry["size"], entry["sha256"]
+    size = path.stat().st_size
+    got_sha = sha256_file(path) if size == want_size else None
+    if size == want_size and got_sha == want_sha:
+        return
+    if _looks_like_html(path):
+        raise DownloadError(
+            f"{source} returned an HTML page, not {name} "
+            f"(expected {want_size} bytes, got {size} bytes of HTML)"
+        )
+    if size < want_size:
+        raise DownloadError(
+            f"{name} from {source} is truncated: expected {want_size} bytes, got {size} bytes"
+        )
+    if size != want_size:
+        raise DownloadError(
+            f"{name} from {source} has the wrong size: expected {want_size} bytes, got {size} bytes"
+        )
+    raise DownloadError(
+        f"sha256 mismatch for {name} from {source}: expected {want_sha}, got {got_sha}"
+    )
+
+
+def _reason(exc: Exception) -> str:
+    """A short one-line reason for a requests failure (``[Errno 111] Connection refused``...)."""
+    if isinstance(exc, requests.HTTPError) and exc.response is not None:
+        return f"HTTP {exc.response.status_code}"
+    if isinstance(exc, requests.Timeout):
+        return "timed out"
+    text = " ".join(str(exc).split())
+    match = re.search(r"\[Errno -?\d+\] [^'\")]+", text)
+    return match.group(0) if match else f"{type(exc).__name__}: {text[:200]}"
+
+
+def _is_transient(exc: Exception) -> bool:
+    """Connection refused/reset, timeouts, broken transfers and HTTP 5xx are worth a retry."""
+    if isinstance(exc, requests.HTTPError):
+        return exc.response is not None and exc.response.status_code >= 500
+    if isinstance(exc, requests.exceptions.SSLError):
+        return False
+    return isinstance(exc, TRANSIENT)
+
+
+def _http_get(url: str, tmp: Path, retries: int, backoff: float, timeout: float, progress: bool):
+    """Download ``url`` into ``tmp`` via pooch, retrying transient failures ``retries`` times."""
+    downloader = pooch.HTTPDownloader(progressbar=progress, timeout=timeout)
+    attempts = retries + 1
+    for attempt in range(attempts):
+        try:
+            downloader(url, str(tmp), None)
+            return
+        except requests.RequestException as exc:
+            reason = _reason(exc)
+            if isinstance(exc, requests.HTTPError) and not _is_transient(exc):
+                raise DownloadError(f"{reason} for {url}") from exc
+            if not _is_transient(exc):
+                raise DownloadError(f"could not fetch {url}: {reason}") from exc
+            if attempt == attempts - 1:
+                raise DownloadError(
+                    f"could not reach {url} after {attempts} attempts: {reason}"
+                ) from exc
+            delay = backoff * 2**attempt
+            log.warning("%s: %s; retry %d/%d in %.2fs", url, reason, attempt + 1, retries, delay)
+            time.sleep(delay)
+
+
+def _local_mirror(mirror_base: str) -> Path | None:
+    """The directory of a local (plain path or ``file://``) mirror; None for an http(s) mirror."""
+    parsed = urlparse(mirror_base)
+    if parsed.scheme in ("http", "https"):
+        return None
+    if parsed.scheme == "file":
+        return Path(url2pathname(parsed.path))
+    return Path(mirror_base)
+
+
+def _copy_from_mirror(root: Path, parts: list[str], tmp: Path) -> str:
+    """Copy ``root/<parts...>`` into ``tmp``; returns the source path as a string."""
+    if not root.is_dir():
+        raise DownloadError(f"mirror directory {root} does not exist")
+    src = root.joinpath(*parts)
+    if not src.is_file():
+        raise DownloadError(f"mirror file {src} does not exist")
+    try:
+        shutil.copyfile(src, tmp)
+    except OSError as exc:
+        raise DownloadError(f"could not copy mirror file {src}: {exc}") from exc
+    return str(src)
+
+
+def fetch_file(
+    entry: dict,
+    dest: Path,
+    mirror_base: str | None = None,
+    *,
+    dataset: str | None = None,
+    retries: int = 4,
+    backoff: float = 1.0,
+    timeout: float = 60.0,
+    progress: bool = True,
+) -> Path:
+    """Fetch one registry file entry (name, url, size, sha256) to ``dest``, verified; returns dest.
+
+    A ``dest`` that already matches is used without network access; one that does not is deleted
+    and fetched again. With ``mirror_base`` the file is ``<mirror_base>/<dataset>/<name>``
+    (``<dataset>/`` left out when ``dataset`` is None): an http(s) URL is downloaded, a directory
+    or ``file://`` URL is copied. ``retries`` counts the extra attempts after the first on
+    transient HTTP errors, waiting ``backoff * 2**attempt`` seconds before each.
+    """
+    opts = (dataset, retries, backoff, timeout, progress)
+    return _fetch(entry, Path(dest), mirror_base, *opts)[0]
+
+
+def _fetch(entry, dest, mirror_base, dataset, retries, backoff, timeout, progress):
+    """:func:`fetch_file`, returning ``(dest, source)``; source is "cached" on a cache hit."""
+    if _is_cached(entry, dest):
+        log.info("cached %s", dest)
+        return dest, "cached"
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    parts = [p for p in (dataset, entry["name"]) if p]
+    local = _local_mirror(mirror_base) if mirror_base else None
+    fd, name = tempfile.mkstemp(prefix=f".{entry['name']}.part-", dir=dest.parent)
+    os.close(fd)
+    tmp = Path(name)
+    try:
+        if local is not None:
+            log.info("copying %s from mirror %s -> %s", entry["name"], local, dest)
+            source = _copy_from_mirror(local, parts, tmp)
+        else:
+            source = "/".join([mirror_base.rstrip("/"), *parts]) if mirror_base else entry["url"]
+            log.info("fetching %s -> %s", source, dest)
+            _http_get(source, tmp, retries, backoff, timeout, progress)
+        verify(tmp, entry, source)
+        os.replace(tmp, dest)
+        log.info("verified %s (%d bytes, sha256 ok)", dest, entry["size"])
+        return dest, source
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def download_dataset(
+    name: str,
+    dest_dir: Path,
+    manifest_path: Path,
+    mirror: str | None = None,
+    *,
+    retries: int = 4,
+    backoff: float = 1.0,
+    timeout: float = 60.0,
+    progress: bool = True,
+    entries: list[dict] | None = None,
+) -> dict:
+    """Fetch and verify every file of registry dataset ``name`` into ``dest_dir``; write manifest.
+
+    The manifest (``{"dataset", "files": [{name, role, url, source, size, sha256, path}]}``) is
+    written atomically to ``manifest_path`` and returned. ``source`` is the URL or mirror path
+    used, or ``"cached"`` when the file was already present and verified. ``entries`` replaces
+    the registry's file list (tests, ad-hoc data sets); ``digits`` has none: an empty manifest.
+    """
+    dest_dir, manifest_path = Path(dest_dir), Path(manifest_path)
+    if entries is None:
+        entries = dataset_entry(name).get("files") or []
+    files, sources = [], []
+    for entry in entries:
+        dest, source = _fetch(
+            entry, dest_dir / entry["name"], mirror, name, retries, backoff, timeout, progress
+        )
+        files.append(
+            {
+                "name": entry["name"],
+                "role": entry.get("role"),
+                "url": entry.get("url"),
+                "size": entry["size"],
+                "sha256": entry["sha256"],
+                "path": str(dest),
+            }
+        )
+        sources.append(source)
+    manifest = {"dataset": name, "files": files}
+    # The file on disk does not say where the bytes came from (URL, mirror, cache): it is the same
+    # for the same verified files, so a re-download does not look like new data downstream.
+    write_json_atomic(manifest_path, manifest)
+    log.info("wrote manifest %s (%d files)", manifest_path, len(files))
+    return {**manifest, "sources": sources}

@@ -1,0 +1,270 @@
+"""Test-set evaluation of one trained model: loss, accuracy, confusion matrix, per-class scores,
+the most confidently misclassified images and inference throughput.
+
+`evaluate_model()` computes, `write_evaluation()` writes (each file atomically), `evaluate_run()`
+does both from the files a training job leaves behind."""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from afternoon.errors import ConfigError, DataFormatError
+from afternoon.fileio import atomic_path, read_json, write_json_atomic
+
+log = logging.getLogger("afternoon.evaluation")
+
+# name -> file written by write_evaluation (names match the Snakemake rule's outputs)
+OUTPUT_FILES = {
+    "metrics": "metrics.json",
+    "confusion_csv": "confusion_matrix.csv",
+    "confusion_png": "confusion_matrix.png",
+    "per_class": "per_class.csv",
+    "misclassified": "misclassified.png",
+    "misclassified_csv": "misclassified.csv",
+}
+TIMED_PASSES = 3
+SCORES = ("precision", "recall", "f1", "support")  # per_class columns after "class"
+
+
+def configure_threads(threads: int) -> None:
+    """Size TF's thread pools (intra = threads, inter = min(threads, 2), as in training) before
+    TensorFlow's first op; once it runs, the same sizes are accepted, others only warned about."""
+    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+        raise ConfigError(f"threads must be a positive integer, got {threads!r}")
+    import tensorflow as tf
+
+    cfg, intra, inter = tf.config.threading, threads, min(threads, 2)
+    try:
+        cfg.set_intra_op_parallelism_threads(intra)
+        cfg.set_inter_op_parallelism_threads(inter)
+    except RuntimeError as exc:  # TensorFlow already ran in this process: pools are fixed
+        log.warning("threads=%d not applied, TensorFlow is already initialised (%s)", threads, exc)
+
+
+def load_model(model_path: str | Path):
+    """The saved tf.keras model; a missing or unreadable file is a one-line DataFormatError."""
+    path = Path(model_path)
+    if not path.is_file():
+        raise DataFormatError(f"{path}: model file not found")
+    import tensorflow as tf
+
+    try:
+        return tf.keras.models.load_model(str(path))
+    except Exception as exc:  # corrupt files fail in h5py, zipfile, json or Keras itself
+        reason = " ".join(str(exc).split())[:200] or type(exc).__name__  # one line
+        raise DataFormatError(f"{path}: not a loadable Keras model ({reason})") from exc
+
+
+def load_class_names(card_path: str | Path) -> list[str]:
+    """The class names listed by a dataset card."""
+    card = read_json(card_path)
+    names = card.get("class_names") if isinstance(card, dict) else None
+    if not isinstance(names, list) or not names or not all(isinstance(n, str) for n in names):
+        raise DataFormatError(f"{card_path}: no list of class_names")
+    return names
+
+
+def most_confident_errors(probabilities: np.ndarray, y_true: np.ndarray, n: int) -> np.ndarray:
+    """Indices of up to ``n`` wrong predictions, highest predicted probability first (ties in
+    test-set order); fewer than ``n`` errors give them all, none gives an empty array."""
+    probs, y = np.asarray(probabilities), np.asarray(y_true)
+    if probs.ndim != 2 or len(probs) != len(y) or n < 0:
+        raise ValueError(f"probabilities of shape {probs.shape} for {len(y)} labels, n={n}")
+    predicted = probs.argmax(axis=1)
+    wrong = np.flatnonzero(predicted != y)
+    confidence = probs[wrong, predicted[wrong]]
+    return wrong[np.argsort(-confidence, kind="stable")][:n]
+
+
+def measure_throughput(model, x: np.ndarray, batch_size: int, passes: int = TIMED_PASSES):
+    """(predictions, speed): `model.predict` on all of ``x`` after a warm-up batch, best of
+    ``passes`` timed passes; speed has images_per_s, ms_per_batch, batch_size, best_pass_s."""
+    model.predict(x[:batch_size], batch_size=batch_size, verbose=0)  # traces predict_function
+    best, predictions = math.inf, None
+    for _ in range(passes):
+        start = time.perf_counter()
+        out = model.predict(x, batch_size=batch_size, verbose=0)
+        best = min(best, time.perf_counter() - start)
+        predictions = out if predictions is None else predictions
+    ms_per_batch = 1000.0 * best / math.ceil(len(x) / batch_size)
+    speed = dict(images_per_s=len(x) / best, ms_per_batch=ms_per_batch, batch_size=batch_size)
+    return np.asarray(predictions), speed | {"best_pass_s": best}
+
+
+def _loss_and_accuracy(model, x, y, predictions, batch_size: int) -> tuple[float, float]:
+    """model.evaluate's loss and accuracy; the same from the predictions if it is not compiled."""
+    accuracy = float((predictions.argmax(axis=1) == y).mean())
+    if getattr(model, "compiled_loss", None) is None:
+        log.warning("model is not compiled: loss and accuracy computed from its predictions")
+        p_true = np.clip(predictions[np.arange(len(y)), y].astype(np.float64), 1e-7, 1.0)
+        return float(-np.log(p_true).mean()), accuracy
+    scores = model.evaluate(x, y, batch_size=batch_size, verbose=0, return_dict=True)
+    keys = [k for k in ("accuracy", "sparse_categorical_accuracy", "acc") if k in scores]
+    return float(scores["loss"]), float(scores[keys[0]]) if keys else accuracy
+
+
+def evaluate_model(
+    model, x_test: np.ndarray, y_test: np.ndarray, class_names: Sequence[str], batch_size: int = 256
+) -> dict:
+    """Scores of ``model`` on raw uint8 test images (the model rescales them itself): test_loss,
+    test_accuracy (model.evaluate), predictions (N x classes), predicted, confusion_matrix (rows
+    true), per_class (DataFrame: class, precision, recall, f1, support), macro_precision/recall/f1,
+    images_per_s, ms_per_batch, batch_size, best_pass_s, n_test, class_names."""
+    import pandas as pd
+    from sklearn.metrics import confusion_matrix
+    from sklearn.metrics import precision_recall_fscore_support as prfs
+
+    x, y, k = np.asarray(x_test), np.asarray(y_test).astype(np.int64), len(class_names)
+    if len(x) == 0 or len(x) != len(y):
+        raise ValueError(f"{len(x)} test images with {len(y)} labels: nothing to evaluate")
+    if y.min() < 0 or y.max() >= k:
+        raise ValueError(f"test labels {y.min()}..{y.max()} outside the {k} classes")
+    predictions, speed = measure_throughput(model, x, batch_size)
+    if predictions.shape != (len(x), k):
+        raise ValueError(f"model outputs {predictions.shape[1:]} per image, expected ({k},)")
+    predicted = predictions.argmax(axis=1)
+    test_loss, test_accuracy = _loss_and_accuracy(model, x, y, predictions, batch_size)
+    labels = np.arange(k)
+    scores = prfs(y, predicted, labels=labels, zero_division=0)
+    per_class = pd.DataFrame({"class": list(class_names)} | dict(zip(SCORES, scores, strict=True)))
+    macro = prfs(y, predicted, labels=labels, zero_division=0, average="macro")
+    macro = {f"macro_{m}": float(v) for m, v in zip(SCORES[:3], macro[:3], strict=True)}
+    return {
+        "test_loss": test_loss,
+        "test_accuracy": test_accuracy,
+        "predictions": predictions,
+        "predicted": predicted,
+        "confusion_matrix": confusion_matrix(y, predicted, labels=labels).astype(np.int64),
+        "per_class": per_class,
+        **macro,
+        **speed,
+        "n_test": len(x),
+        "class_names": list(class_names),
+    }
+
+
+def write_evaluation(
+    result: dict,
+    out_dir: str | Path,
+    x_test: np.ndarray,
+    y_test: np.ndarray,
+    class_names: Sequence[str],
+    n_misclassified: int = 25,
+    *,
+    title: str = "test set",
+) -> dict[str, Path]:
+    """Write metrics.json, the confusion matrix (CSV, PNG), per_class.csv and the most
+    confidently misclassified images (PNG, plus their indices in misclassified.csv)."""
+    import pandas as pd
+
+    from afternoon import plots
+
+    out_dir, names = Path(out_dir), list(class_names)
+    paths = {name: out_dir / file for name, file in OUTPUT_FILES.items()}
+    y = np.asarray(y_test).astype(np.int64)
+    probs = np.asarray(result["predictions"])
+    predicted = probs.argmax(axis=1)
+    shown = most_confident_errors(probs, y, n_misclassified)
+    scores = ("test_loss", "test_accuracy", "macro_precision", "macro_recall", "macro_f1")
+    metrics = {key: float(result[key]) for key in scores} | {
+        "inference_images_per_s": float(result["images_per_s"]),
+        "inference_ms_per_batch": float(result["ms_per_batch"]),
+        "inference_batch_size": int(result["batch_size"]),
+        "n_test": len(y),
+        "n_misclassified": int((predicted != y).sum()),
+        "n_misclassified_shown": len(shown),
+    }
+    write_json_atomic(paths["metrics"], metrics)
+    cm = np.asarray(result["confusion_matrix"])
+    with atomic_path(paths["confusion_csv"]) as tmp:
+        pd.DataFrame(cm, index=names, columns=names).to_csv(tmp, index_label="true/predicted")
+    with atomic_path(paths["per_class"]) as tmp:
+        result["per_class"].to_csv(tmp, index=False)
+    true, pred, prob = y[shown], predicted[shown], probs[shown, predicted[shown]]
+    labels = np.array(names, dtype=object)
+    rows = {"index": shown, "true": labels[true], "predicted": labels[pred], "probability": prob}
+    with atomic_path(paths["misclassified_csv"]) as tmp:
+        pd.DataFrame(rows).to_csv(tmp, index=False)
+    accuracy = metrics["test_accuracy"]
+    plots.plot_confusion_matrix(
+        cm, names, paths["confusion_png"], f"{title}: confusion matrix (accuracy {accuracy:.4f})"
+    )
+    heading = f"{title}: {len(shown)} most confident of {metrics['n_misclassified']} errors"
+    images = np.asarray(x_test)[shown]
+    plots.plot_misclassified(images, true, pred, prob, names, paths["misclassified"], heading)
+    return paths
+
+
+def evaluate_run(
+    model_path: Path,
+    npz_path: Path,
+    card_path: Path,
+    out_dir: Path,
+    n_misclassified: int = 25,
+    threads: int | None = None,
+    *,
+    batch_size: int = 256,
+) -> dict:
+    """Evaluate a saved model on the test split of a preprocessed dataset; write the files into
+    ``out_dir`` and return the metrics written to metrics.json."""
+    model_path, npz_path, card_path = Path(model_path), Path(npz_path), Path(card_path)
+    if threads is not None:
+        configure_threads(threads)  # before any TensorFlow op runs
+    from afternoon.preprocess import load_npz
+
+    names = load_class_names(card_path)
+    data = load_npz(npz_path)
+    x_test, y_test = data["x_test"], data["y_test"]
+    model = load_model(model_path)
+    k, where = len(names), f"{model_path} with {npz_path} and {card_path}"
+    if len(x_test) == 0 or int(y_test.max()) >= k:
+        raise DataFormatError(f"{npz_path}: empty test split or labels beyond {k} classes")
+    try:
+        in_shape, out_shape = tuple(model.input_shape[1:]), tuple(model.output_shape[1:])
+    except (AttributeError, RuntimeError, TypeError) as exc:
+        raise DataFormatError(f"{model_path}: model has no single input and output") from exc
+    if out_shape != (k,):
+        raise DataFormatError(f"{where}: model outputs {out_shape} per image, card has {k} classes")
+    fits = [m in (None, d) for m, d in zip(in_shape, x_test.shape[1:], strict=False)]
+    if len(in_shape) != x_test.ndim - 1 or not all(fits):
+        raise DataFormatError(f"{where}: model takes {in_shape} images, not {x_test.shape[1:]}")
+    title = f"{model_path.parent.name} on {npz_path.stem}"
+    result = evaluate_model(model, x_test, y_test, names, batch_size=batch_size)
+    paths = write_evaluation(result, out_dir, x_test, y_test, names, n_misclassified, title=title)
+    metrics = read_json(paths["metrics"])
+    log.info("%s: %s", title, metrics)
+    return metrics
+
+
+def evaluate_job(
+    model_path: Path,
+    run_record: Path,
+    npz_path: Path,
+    card_path: Path,
+    out_dir: Path,
+    n_misclassified: int = 25,
+    threads: int | None = None,
+) -> dict:
+    """evaluate_run, then log its metrics and files to the training job's MLflow run."""
+    from afternoon import tracking
+
+    record = tracking.read_run_record(run_record)
+    metrics = evaluate_run(model_path, npz_path, card_path, out_dir, n_misclassified, threads)
+    uri = tracking.resolve_tracking_uri(record["tracking_uri"], Path(run_record).parent)
+    run = tracking.RunLogger.resume(uri, record["run_id"])
+    run.log_metrics({key: value for key, value in metrics.items() if key != "n_test"})
+    for name in (
+        "metrics.json",
+        "confusion_matrix.csv",
+        "confusion_matrix.png",
+        "per_class.csv",
+        "misclassified.png",
+    ):
+        run.log_artifact(Path(out_dir) / name, artifact_path="evaluation")
+    return metrics

@@ -1,0 +1,43 @@
+# Training: one job per dataset x architecture, each tracked as one MLflow run.
+
+# The tracking store (a sqlite DB by default) is created once, before any training job: creating
+# it takes seconds and races when many jobs do it at once. Jobs depend on the marker file, not on
+# the DB, whose mtime changes with every write.
+rule init_tracking:
+    output:
+        marker=f"{RESULTS}/mlflow/tracking.json",
+    params:
+        uri=config["tracking"]["uri"] or "",
+        experiment=config["study"],
+    log:
+        f"{RESULTS}/logs/init_tracking.log",
+    conda:
+        "../../envs/afternoon.yaml"
+    shell:
+        "python -m afternoon.cli init-tracking --uri '{params.uri}' --experiment {params.experiment}"
+        " --marker {output.marker} > {log} 2>&1"
+
+
+rule train:
+    input:
+        npz=f"{RESULTS}/data/{{dataset}}.npz",
+        card=f"{RESULTS}/data/{{dataset}}.card.json",
+        tracking=rules.init_tracking.output.marker,
+    output:
+        model=f"{RESULTS}/runs/{{dataset}}/{{arch}}/model.keras",
+        history=f"{RESULTS}/runs/{{dataset}}/{{arch}}/history.csv",
+        metrics=f"{RESULTS}/runs/{{dataset}}/{{arch}}/metrics.json",
+        run=f"{RESULTS}/runs/{{dataset}}/{{arch}}/run.json",
+        tensorboard=directory(f"{RESULTS}/runs/{{dataset}}/{{arch}}/tensorboard"),
+    params:
+        spec=train_spec,
+    threads: config["training"]["threads"]
+    log:
+        f"{RESULTS}/logs/train/{{dataset}}/{{arch}}.log",
+    conda:
+        "../../envs/afternoon.yaml"
+    shell:
+        "python -m afternoon.cli train --spec {params.spec:q} --npz {input.npz} --card {input.card}"
+        " --tracking {input.tracking} --out-dir $(dirname {output.model})"
+        " --threads {threads} --tag snakemake_rule=train"
+        " --tag snakemake_wildcards=dataset={wildcards.dataset},arch={wildcards.arch} > {log} 2>&1"
