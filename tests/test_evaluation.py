@@ -16,6 +16,7 @@ from afternoon.evaluation import (
     most_confident_errors,
     write_evaluation,
 )
+from afternoon.runtime import configure_tensorflow
 
 tf = pytest.importorskip("tensorflow")
 
@@ -333,4 +334,4 @@ def test_evaluate_run_mismatches_name_the_files(tmp_path, model3, random_set):
         evaluate_run(model_path, bad_npz, card, tmp_path / "out")
     assert_one_line_naming(excinfo, bad_npz)
     with pytest.raises(ConfigError):
-        evaluation.configure_threads(0)
+        configure_tensorflow(0)

@@ -127,6 +127,11 @@ def job_spec(config: dict, zoo: dict, dataset: str, arch_name: str) -> dict:
     return spec
 
 
+def architecture_of(spec: dict) -> dict:
+    """The architecture part of a job spec (what models.build_model takes), with its name."""
+    return {key: spec[key] for key in TRAINING_KEYS if key in spec} | {"name": spec["name"]}
+
+
 def reference_accuracy(zoo: dict, arch_name: str, dataset: str) -> float | None:
     """The seed's published test accuracy (percent) for this architecture on this dataset."""
     return zoo[arch_name].get("reference_accuracy", {}).get(dataset)

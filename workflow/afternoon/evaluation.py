@@ -14,8 +14,9 @@ from pathlib import Path
 
 import numpy as np
 
-from afternoon.errors import ConfigError, DataFormatError
+from afternoon.errors import DataFormatError
 from afternoon.fileio import atomic_path, read_json, write_json_atomic
+from afternoon.runtime import configure_tensorflow
 
 log = logging.getLogger("afternoon.evaluation")
 
@@ -30,21 +31,6 @@ OUTPUT_FILES = {
 }
 TIMED_PASSES = 3
 SCORES = ("precision", "recall", "f1", "support")  # per_class columns after "class"
-
-
-def configure_threads(threads: int) -> None:
-    """Size TF's thread pools (intra = threads, inter = min(threads, 2), as in training) before
-    TensorFlow's first op; once it runs, the same sizes are accepted, others only warned about."""
-    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
-        raise ConfigError(f"threads must be a positive integer, got {threads!r}")
-    import tensorflow as tf
-
-    cfg, intra, inter = tf.config.threading, threads, min(threads, 2)
-    try:
-        cfg.set_intra_op_parallelism_threads(intra)
-        cfg.set_inter_op_parallelism_threads(inter)
-    except RuntimeError as exc:  # TensorFlow already ran in this process: pools are fixed
-        log.warning("threads=%d not applied, TensorFlow is already initialised (%s)", threads, exc)
 
 
 def load_model(model_path: str | Path):
@@ -215,7 +201,7 @@ def evaluate_run(
     ``out_dir`` and return the metrics written to metrics.json."""
     model_path, npz_path, card_path = Path(model_path), Path(npz_path), Path(card_path)
     if threads is not None:
-        configure_threads(threads)  # before any TensorFlow op runs
+        configure_tensorflow(threads)  # before any TensorFlow op runs
     from afternoon.preprocess import load_npz
 
     names = load_class_names(card_path)

@@ -17,7 +17,7 @@ from afternoon.registry import dataset_entry
 SPLITS = ("train", "val", "test")
 KEYS = tuple(f"{p}_{s}" for s in SPLITS for p in ("x", "y"))
 RAW_KEYS = ("x_train", "y_train", "x_test", "y_test")  # in the order of formats.IDX_ROLES
-NORMALIZATION = "x / 255 in the training input pipeline"
+NORMALIZATION = "x / 255 by the model's first layer (Rescaling); stored as uint8"
 
 
 def _read_manifest(name: str, manifest_path: Path | None) -> list[dict]:

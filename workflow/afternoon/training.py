@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from afternoon.errors import AfternoonError, ConfigError
+from afternoon.runtime import configure_tensorflow
 
 log = logging.getLogger("afternoon.training")
 
@@ -22,39 +23,30 @@ class TrainingDiverged(AfternoonError):
     """The loss became NaN or infinite."""
 
 
-# --- Runtime: threads, seeds, determinism ------------------------------------------------------
-
-
-def configure_tensorflow(threads: int, seed: int, deterministic: bool):
-    """Size TF's thread pools from the job's cores and seed everything; returns the tf module.
-
-    Must run before TensorFlow executes its first op in this process.
-    """
-    import tensorflow as tf
-
-    tf.config.threading.set_intra_op_parallelism_threads(threads)
-    tf.config.threading.set_inter_op_parallelism_threads(min(threads, 2))
-    tf.keras.utils.set_random_seed(seed)  # Python, NumPy and TensorFlow
-    if deterministic:
-        tf.config.experimental.enable_op_determinism()
-    return tf
-
-
 # --- Input pipeline --------------------------------------------------------------------------
 
 
 def make_dataset(
     tf, x: np.ndarray, y: np.ndarray, batch_size: int, *, shuffle: bool, seed: int, threads: int
 ):
-    """Batches of uint8 images (the model rescales them), shuffled each epoch when training."""
-    dataset = tf.data.Dataset.from_tensor_slices((x, y))
+    """Batches of uint8 images (the model rescales them), reshuffled every epoch when training.
+
+    Shuffles sample *indices* and gathers whole batches from in-memory tensors: one gather per
+    batch instead of one element per image through the shuffle buffer (that per-element path is
+    slower than Keras' own NumPy feeding for small models).
+    """
+    images, labels = tf.constant(x), tf.constant(y)
+    indices = tf.data.Dataset.range(len(x))
     if shuffle:
-        dataset = dataset.shuffle(len(x), seed=seed, reshuffle_each_iteration=True)
-    dataset = dataset.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+        indices = indices.shuffle(len(x), seed=seed, reshuffle_each_iteration=True)
+    dataset = indices.batch(batch_size).map(
+        lambda batch: (tf.gather(images, batch), tf.gather(labels, batch)),
+        num_parallel_calls=tf.data.AUTOTUNE,
+        deterministic=True,
+    )
     options = tf.data.Options()
     options.threading.private_threadpool_size = threads
-    options.deterministic = True
-    return dataset.with_options(options)
+    return dataset.prefetch(tf.data.AUTOTUNE).with_options(options)
 
 
 # --- Callbacks -------------------------------------------------------------------------------
@@ -118,14 +110,13 @@ def train(
 
     Returns (model, history rows, summary). ``on_epoch(epoch, logs)`` is called after each epoch.
     """
-    from afternoon.config import TRAINING_KEYS
+    from afternoon.config import architecture_of
     from afternoon.models import build_model, count_params
 
     tf = configure_tensorflow(threads, spec["seed"], spec.get("deterministic", True))
     has_validation = len(data["x_val"]) > 0
-    architecture = {key: spec[key] for key in TRAINING_KEYS if key in spec}
     model = build_model(
-        {**architecture, "name": spec["name"]},
+        architecture_of(spec),
         data["x_train"].shape[1:],
         num_classes=int(spec.get("num_classes", 10)),
         seed=spec["seed"],
