@@ -23,7 +23,8 @@ $(STAMP): requirements.txt pyproject.toml
 run: $(STAMP)
 	snakemake --cores $(CORES) --show-failed-logs $(ARGS)
 	@echo
-	@echo "Data: results/data/ (dataset cards: results/data/*.card.json)"
+	@echo "Report:    results/report/index.html"
+	@echo "MLflow UI: make mlflow-ui    (then open http://127.0.0.1:5000)"
 
 test: $(STAMP)
 	pytest $(PYTEST_ARGS)

@@ -17,6 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
+from afternoon.registry import dataset_entry
+
 CIFAR_DIR = "cifar-10-batches-bin"
 CIFAR_TRAIN_MEMBERS = [f"{CIFAR_DIR}/data_batch_{i}.bin" for i in range(1, 6)]
 CIFAR_TEST_MEMBER = f"{CIFAR_DIR}/test_batch.bin"
@@ -191,3 +193,8 @@ def write_manifest(path: Path, dataset: str, files_by_role: dict[str, Path]) -> 
         )
     Path(path).write_text(json.dumps({"dataset": dataset, "files": files}, indent=2))
     return Path(path)
+
+
+# The real MNIST files beside the checkout (../shared/data/mnist), by role, as the registry names them.
+MNIST_DIR = Path(__file__).resolve().parents[1].parent / "shared/data/mnist"
+MNIST_FILES = {f["role"]: f["name"] for f in dataset_entry("mnist")["files"]}

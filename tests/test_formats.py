@@ -15,6 +15,8 @@ from afternoon.formats import (
 from datafixtures import (
     CIFAR_TEST_MEMBER,
     CIFAR_TRAIN_MEMBERS,
+    MNIST_DIR,
+    MNIST_FILES,
     cifar_member_bytes,
     idx_bytes,
     make_cifar_archive,
@@ -25,13 +27,6 @@ from datafixtures import (
     write_truncated_idx,
 )
 
-MNIST_DIR = Path(__file__).resolve().parents[1].parent / "shared/data/mnist"
-MNIST_FILES = {
-    "train_images": "train-images-idx3-ubyte.gz",
-    "train_labels": "train-labels-idx1-ubyte.gz",
-    "test_images": "t10k-images-idx3-ubyte.gz",
-    "test_labels": "t10k-labels-idx1-ubyte.gz",
-}
 MNIST_TRAIN_COUNTS = [5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949]
 MNIST_TEST_COUNTS = [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
 

@@ -12,20 +12,14 @@ from afternoon import preprocess
 from afternoon.errors import ConfigError, DataFormatError
 from afternoon.preprocess import KEYS, load_npz, preprocess_dataset
 from datafixtures import (
+    MNIST_DIR,
+    MNIST_FILES,
     make_cifar_archive,
     make_idx_dataset,
     random_images,
     write_idx,
     write_manifest,
 )
-
-MNIST_DIR = Path(__file__).resolve().parents[1].parent / "shared/data/mnist"
-MNIST_FILES = {
-    "train_images": "train-images-idx3-ubyte.gz",
-    "train_labels": "train-labels-idx1-ubyte.gz",
-    "test_images": "t10k-images-idx3-ubyte.gz",
-    "test_labels": "t10k-labels-idx1-ubyte.gz",
-}
 
 
 @pytest.fixture
