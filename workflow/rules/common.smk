@@ -20,8 +20,10 @@ from afternoon.config import (
     job_spec,
     load_yaml,
     load_zoo,
+    reference_accuracy,
     selected_architectures,
 )
+from afternoon.distributed import ranks_of
 from afternoon.errors import AfternoonError
 from afternoon.registry import dataset_entry
 
@@ -53,8 +55,54 @@ def raw_manifest(wildcards):
 
 
 def all_outputs():
-    """Targets of the default rule: every dataset x architecture evaluated."""
-    return expand(f"{RESULTS}/eval/{{dataset}}/{{arch}}/metrics.json", dataset=DATASETS, arch=ARCHITECTURES)
+    """Targets of the default rule: the study report (which needs every run evaluated)."""
+    return [f"{RESULTS}/report/{name}" for name in ("index.html", "scores.csv", "scores.md")]
+
+
+def report_inputs(wildcards):
+    """What the report reads: every run's training and evaluation outputs, the dataset cards, the
+    tracking marker, and the report's own code (editing it reruns the report, and only it)."""
+    runs = f"{RESULTS}/runs/{{dataset}}/{{arch}}"
+    evals = f"{RESULTS}/eval/{{dataset}}/{{arch}}"
+    files = {
+        "train": [f"{runs}/metrics.json", f"{runs}/history.csv", f"{runs}/run.json"],
+        "evaluation": [f"{evals}/metrics.json", f"{evals}/confusion_matrix.png", f"{evals}/misclassified.png"],
+    }
+    inputs = {key: expand(paths, dataset=DATASETS, arch=ARCHITECTURES) for key, paths in files.items()}
+    inputs["cards"] = expand(f"{RESULTS}/data/{{dataset}}.card.json", dataset=DATASETS)
+    inputs["tracking"] = f"{RESULTS}/mlflow/tracking.json"
+    inputs["code"] = [f"{PACKAGE_DIR}/afternoon/report.py", f"{PACKAGE_DIR}/afternoon/templates/report.html.j2"]
+    return inputs
+
+
+def report_settings(wildcards):
+    """The report's config slice only (study, tracking URI, per architecture its description and
+    the seed's accuracy per dataset): editing any of it reruns the report and nothing else."""
+    architectures = [
+        {
+            "name": arch,
+            "description": ZOO[arch].get("description", ""),
+            "reference_accuracy": {ds: reference_accuracy(ZOO, arch, ds) for ds in DATASETS},
+        }
+        for arch in ARCHITECTURES
+    ]
+    settings = {
+        "study": config["study"],
+        "tracking_uri": config["tracking"]["uri"] or "",
+        "datasets": DATASETS,
+        "architectures": architectures,
+    }
+    return json.dumps(settings, sort_keys=True)
+
+
+def report_figures(kind, caption, category):
+    """One PNG per dataset, results/report/<kind>_<dataset>.png, marked for Snakemake's report."""
+    figures = []
+    for dataset in DATASETS:
+        labels = {"dataset": dataset, "figure": kind.replace("_", " ")}
+        path = f"{RESULTS}/report/{kind}_{dataset}.png"
+        figures.append(report(path, caption=caption, category=category, subcategory=dataset, labels=labels))
+    return figures
 
 
 def mirror_option(wildcards):
@@ -65,3 +113,32 @@ def mirror_option(wildcards):
 def train_spec(wildcards):
     """The config slice of this job only: editing one architecture retrains only it."""
     return json.dumps(job_spec(config, ZOO, wildcards.dataset, wildcards.arch), sort_keys=True)
+
+
+# --- Data-parallel (Horovod) training: an architecture's `distributed.ranks` > 1 makes its train job
+# an MPI job. Snakemake's Slurm executor reads resources `mpi` (set: MPI job) and `tasks`; locally
+# both only shape the shell command.
+
+
+def train_ranks(wildcards):
+    """Processes (Horovod ranks) of a training job: the architecture's distributed.ranks, else 1."""
+    return ranks_of(job_spec(config, ZOO, wildcards.dataset, wildcards.arch))
+
+
+def train_cpus_per_rank(wildcards, threads):
+    """The job's cores shared by its ranks (None, i.e. unset, for a one-process job)."""
+    ranks = train_ranks(wildcards)
+    return max(1, threads // ranks) if ranks > 1 else None
+
+
+def train_mpi(wildcards, threads):
+    """resources.mpi: training.mpi_launcher ('{cpus}' -> cores per rank) for a distributed job;
+    None (unset) for one process, which the Slurm executor then submits as a plain job."""
+    cpus = train_cpus_per_rank(wildcards, threads)
+    return None if cpus is None else config["training"]["mpi_launcher"].replace("{cpus}", str(cpus))
+
+
+def train_launcher(wildcards, resources):
+    """The shell prefix that starts the ranks, `{resources.mpi} -n {resources.tasks}`; '' for one process."""
+    mpi = resources.get("mpi")
+    return f"{mpi} -n {resources.tasks}" if mpi else ""

@@ -1,0 +1,296 @@
+"""The study report: "The Score Thus Far" table, learning curves, overfitting gaps, per-run
+confusion matrices and misclassified images, provenance: one self-contained HTML page (images as
+data URIs) plus scores.csv, scores.md and the figures. ``--settings`` is the report-only config
+slice the rule passes (study, tracking URI, datasets, per architecture in zoo order its
+description and the seed's accuracy per dataset)."""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import datetime
+import json
+import sys
+from importlib import metadata
+from pathlib import Path
+
+import pandas as pd
+
+from afternoon.errors import AfternoonError, DataFormatError
+from afternoon.fileio import atomic_path, read_json, write_text_atomic
+from afternoon.plots import _save as save_png  # (importing plots selects the Agg backend)
+from afternoon.tracking import config_hash, provenance_tags, run_url, strip_credentials
+
+TEMPLATES = Path(__file__).with_name("templates")
+REPO = Path(__file__).resolve().parents[2]  # the workflow's git checkout (provenance)
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+# Score columns (CSV names): display label and format; label None: CSV only.
+COLUMNS = {
+    "test_accuracy_pct": ("test acc (%)", "{:.2f}"),
+    "reference_pct": ("seed (%)", "{:.1f}"),  # with difference_pct: only where the zoo has one
+    "difference_pct": ("Δ (pp)", "{:+.2f}"),
+    "test_loss": ("test loss", "{:.3f}"),
+    "parameters": ("params", "{:,.0f}"),
+    "epochs_run": ("epochs", None),  # shown as "run/planned"
+    "epochs_planned": (None, None),
+    "train_time_s": ("train (s)", "{:.1f}"),
+    "time_per_epoch_s": ("s/epoch", "{:.3f}"),
+    "inference_images_per_s": ("img/s", "{:,.0f}"),
+    "train_minus_test_pp": (None, None),  # the overfitting figure's numbers
+}
+TRAIN_KEYS = ("final_accuracy", "parameters", "epochs_run", "epochs_planned", "train_time_s")
+EVAL_KEYS = ("test_accuracy", "test_loss", "inference_images_per_s")
+
+
+def _json(path: Path, keys=()) -> dict:
+    data = read_json(path)
+    for key in keys:
+        if not isinstance(data, dict) or key not in data:
+            raise DataFormatError(f"{path}: no {key!r} (not the file this stage writes)")
+    return data
+
+
+def _history(path: Path) -> pd.DataFrame:
+    try:
+        df = pd.read_csv(path)
+    except (OSError, ValueError) as err:
+        why = getattr(err, "strerror", None) or str(err).strip().splitlines()[0]
+        raise DataFormatError(f"{path}: cannot read CSV ({why})") from None
+    if missing := {"epoch", "accuracy", "loss"} - set(df.columns):
+        raise DataFormatError(f"{path}: no {sorted(missing)[0]!r} column")
+    return df
+
+
+def data_uri(path: Path) -> str:
+    """A PNG file as a data: URI (the HTML page needs no other file)."""
+    try:
+        data = Path(path).read_bytes()
+    except OSError as err:
+        raise DataFormatError(f"{path}: cannot read ({err.strerror})") from None
+    if not data.startswith(PNG_MAGIC):
+        raise DataFormatError(f"{path}: not a PNG image")
+    return "data:image/png;base64," + base64.b64encode(data).decode("ascii")
+
+
+def load_study(results: Path, settings: dict) -> dict:
+    """Every input of the report, checked; a missing or corrupt file is one line naming it."""
+    tracking = _json(results / "mlflow/tracking.json", ("tracking_uri", "experiment_id"))
+    cards = {ds: _json(results / f"data/{ds}.card.json") for ds in settings["datasets"]}
+    runs = {}
+    for ds in settings["datasets"]:
+        for arch in (a["name"] for a in settings["architectures"]):
+            train, evals = results / f"runs/{ds}/{arch}", results / f"eval/{ds}/{arch}"
+            record = _json(train / "run.json", ("run_id", "tracking_uri"))
+            runs[ds, arch] = dict(
+                train=_json(train / "metrics.json", TRAIN_KEYS),
+                history=_history(train / "history.csv"),
+                record=record,
+                evaluation=_json(evals / "metrics.json", EVAL_KEYS),
+                confusion=data_uri(evals / "confusion_matrix.png"),
+                misclassified=data_uri(evals / "misclassified.png"),
+                url=run_url(record["tracking_uri"], tracking["experiment_id"], record["run_id"]),
+            )
+    return dict(tracking=tracking, cards=cards, runs=runs)
+
+
+def score_rows(settings: dict, runs: dict) -> pd.DataFrame:
+    """One row per run (architecture, dataset) with its scores; ``best``: top accuracy of its
+    dataset (ties all marked)."""
+    rows = []
+    for arch in settings["architectures"]:
+        for ds in settings["datasets"]:
+            run = runs[ds, arch["name"]]
+            train, evaluation = run["train"], run["evaluation"]
+            row = dict(architecture=arch["name"], dataset=ds)
+            row["test_accuracy_pct"] = accuracy = 100 * float(evaluation["test_accuracy"])
+            row["reference_pct"] = reference = arch["reference_accuracy"].get(ds)
+            row["difference_pct"] = None if reference is None else accuracy - reference
+            row.update({key: train[key] for key in TRAIN_KEYS[1:]})
+            per_epoch = train["train_time_s"] / max(1, train["epochs_run"])
+            row["time_per_epoch_s"] = train.get("time_per_epoch_s", per_epoch)
+            row["test_loss"] = evaluation["test_loss"]
+            row["inference_images_per_s"] = evaluation["inference_images_per_s"]
+            row["train_minus_test_pp"] = 100 * float(train["final_accuracy"]) - accuracy
+            rows.append(row)
+    long = pd.DataFrame(rows).astype({"reference_pct": float, "difference_pct": float})
+    best = long.groupby("dataset")["test_accuracy_pct"].transform("max")
+    return long.assign(best=long["test_accuracy_pct"] == best)
+
+
+def score_table(settings: dict, long: pd.DataFrame) -> pd.DataFrame:
+    """One row per architecture (zoo order), columns (dataset, score); seed columns where known."""
+    columns = [*COLUMNS, "best"]
+    wide = long.set_index(["architecture", "dataset"])[columns].unstack("dataset")
+    order = pd.MultiIndex.from_product([settings["datasets"], columns])
+    wide = wide.swaplevel(axis=1).reindex(columns=order)
+    wide = wide.reindex([a["name"] for a in settings["architectures"]])
+    unknown = [ds for ds in settings["datasets"] if wide[ds, "reference_pct"].isna().all()]
+    no_seed = [(ds, c) for ds in unknown for c in ("reference_pct", "difference_pct")]
+    return wide.drop(columns=no_seed)
+
+
+def display_table(wide: pd.DataFrame, descriptions: dict) -> dict:
+    """Header groups, and per architecture its cells as (text, css classes), for HTML and MD."""
+    datasets = list(dict.fromkeys(wide.columns.get_level_values(0)))
+    shown = {
+        ds: [c for c in COLUMNS if (ds, c) in wide.columns and COLUMNS[c][0]] for ds in datasets
+    }
+    rows = []
+    for arch, row in wide.iterrows():
+        cells = []
+        for ds in datasets:
+            for i, column in enumerate(shown[ds]):
+                value, css = row[ds, column], ["group-start"] if i == 0 else []
+                if column == "epochs_run":
+                    text = f"{int(value)}/{int(row[ds, 'epochs_planned'])}"
+                else:
+                    text = "–" if pd.isna(value) else COLUMNS[column][1].format(float(value))
+                if column == "test_accuracy_pct" and row[ds, "best"]:
+                    css.append("best")
+                if column == "difference_pct" and not pd.isna(value):
+                    css.append("above" if value >= 0 else "below")
+                cells.append((text, " ".join(css)))
+        rows.append(dict(name=arch, description=descriptions[arch], cells=cells))
+    return dict(header=[(ds, [COLUMNS[c][0] for c in shown[ds]]) for ds in datasets], rows=rows)
+
+
+def markdown_table(table: dict) -> str:
+    """The display table as GitHub Markdown; the best accuracy per dataset in bold with a ★."""
+    columns = ["architecture", "what changed"]
+    columns += [f"{ds} {label}" for ds, labels in table["header"] for label in labels]
+    rows = [
+        [row["name"], row["description"]]
+        + [f"**{text}** ★" if "best" in css.split() else text for text, css in row["cells"]]
+        for row in table["rows"]
+    ]
+    frame = pd.DataFrame(rows, columns=columns)
+    return frame.to_markdown(index=False, disable_numparse=True) + "\n"
+
+
+def plot_learning_curves(histories: dict, best_epochs: dict, path: Path, title: str) -> Path:
+    """Small multiples: one column per architecture, accuracy (top) and loss (bottom) per epoch,
+    train and validation; a dotted line at the best epoch."""
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
+
+    size = (max(6.0, 2.6 * len(histories)), 5.4)
+    fig, axes = plt.subplots(2, len(histories), figsize=size, sharey="row", squeeze=False)
+    fig.set_layout_engine("constrained")
+    fig.suptitle(title)
+    for j, (arch, df) in enumerate(histories.items()):
+        for ax, metric in zip(axes[:, j], ("accuracy", "loss"), strict=True):
+            for column, label in ((metric, "train"), (f"val_{metric}", "validation")):
+                if column in df.columns and df[column].notna().any():
+                    marker = "o" if len(df) <= 20 else None
+                    ax.plot(df["epoch"], df[column], label=label, marker=marker, markersize=2)
+            if best_epochs.get(arch):
+                ax.axvline(best_epochs[arch], color="grey", linestyle=":", linewidth=1)
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+            ax.grid(alpha=0.3)
+        axes[0, j].set_title(arch, fontsize=10)
+        axes[1, j].set_xlabel("epoch")
+    axes[0, 0].set_ylabel("accuracy")
+    axes[1, 0].set_ylabel("loss")
+    axes[0, 0].legend(fontsize=8)
+    return save_png(fig, path)
+
+
+def plot_overfitting(gaps: pd.Series, path: Path, title: str) -> Path:
+    """Train minus test accuracy (percentage points) per architecture, as bars."""
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(max(5.0, 0.9 * len(gaps) + 2), 3.6), layout="constrained")
+    colours = ["#c0392b" if gap > 0 else "#2e86c1" for gap in gaps]
+    bars = ax.bar(list(gaps.index), gaps.to_numpy(), color=colours)
+    ax.bar_label(bars, fmt="%+.2f", fontsize=8, padding=2)
+    ax.axhline(0, color="black", linewidth=0.8)
+    ax.set(ylabel="train − test accuracy (pp)", title=title, ymargin=0.2)
+    ax.tick_params(axis="x", labelrotation=30)
+    ax.grid(axis="y", alpha=0.3)
+    return save_png(fig, path)
+
+
+def provenance(settings: dict, cards: dict, tracking: dict) -> dict:
+    """Code, config, data and software the report's numbers came from."""
+    tags = provenance_tags(REPO)  # git state and versions, as training tags its runs
+    versions = {
+        k.split(".", 2)[2]: v for k, v in tags.items() if k.startswith("afternoon.version.")
+    }
+    versions["pandas"] = metadata.version("pandas")
+    data = {}
+    for ds, card in cards.items():
+        sources = [(f["name"], f.get("sha256") or "–") for f in card.get("source_files", [])]
+        data[ds] = dict(npz_sha256=card.get("npz_sha256", "–"), sources=sources)
+    return dict(
+        git_commit=tags.get("afternoon.git_commit", "unknown"),
+        git_dirty=tags.get("afternoon.git_dirty", "unknown"),
+        config_hash=config_hash(settings),
+        tracking_uri=strip_credentials(tracking["tracking_uri"]),
+        experiment=tracking.get("experiment", settings["study"]),
+        experiment_id=tracking["experiment_id"],
+        data=data,
+        versions=versions,
+        date=datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+    )
+
+
+def render_html(context: dict) -> str:
+    import jinja2
+
+    loader = jinja2.FileSystemLoader(TEMPLATES)
+    options = dict(autoescape=True, trim_blocks=True, lstrip_blocks=True)
+    env = jinja2.Environment(loader=loader, undefined=jinja2.StrictUndefined, **options)
+    return env.get_template("report.html.j2").render(**context)
+
+
+def build_report(settings: dict, results: Path, out_dir: Path) -> dict:
+    """Read every input, then write the figures, scores.csv, scores.md and index.html (last)."""
+    study, out_dir = load_study(Path(results), settings), Path(out_dir)
+    long = score_rows(settings, study["runs"])
+    wide = score_table(settings, long)
+    csv = wide.set_axis([f"{ds}_{column}" for ds, column in wide.columns], axis=1)
+    with atomic_path(out_dir / "scores.csv") as tmp:
+        csv.rename_axis("architecture").to_csv(tmp, float_format="%.6g")
+    descriptions = {a["name"]: a["description"] for a in settings["architectures"]}
+    table = display_table(wide, descriptions)
+    write_text_atomic(out_dir / "scores.md", markdown_table(table))
+    figures = []
+    for ds in settings["datasets"]:
+        runs = {a: study["runs"][ds, a] for a in descriptions}
+        curves = plot_learning_curves(
+            {a: run["history"] for a, run in runs.items()},
+            {a: run["train"].get("best_epoch") for a, run in runs.items()},
+            out_dir / f"learning_curves_{ds}.png",
+            f"{ds}: learning curves (train vs validation)",
+        )
+        gaps = long[long["dataset"] == ds].set_index("architecture")["train_minus_test_pp"]
+        bars = plot_overfitting(gaps, out_dir / f"overfitting_{ds}.png", f"{ds}: overfitting")
+        figures.append(dict(dataset=ds, curves=data_uri(curves), overfitting=data_uri(bars)))
+    context = dict(
+        study=settings["study"],
+        datasets=settings["datasets"],
+        table=table,
+        figures=figures,
+        runs=[dict(dataset=ds, arch=arch, **run) for (ds, arch), run in study["runs"].items()],
+        provenance=provenance(settings, study["cards"], study["tracking"]),
+    )
+    write_text_atomic(out_dir / "index.html", render_html(context))
+    return context
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="afternoon.report", description=__doc__.splitlines()[0])
+    parser.add_argument("--settings", required=True, type=json.loads, help="config slice (JSON)")
+    parser.add_argument("--results", required=True, help="the study's results directory")
+    parser.add_argument("--out-dir", required=True, help="where index.html and the rest go")
+    args = parser.parse_args(argv)
+    try:
+        build_report(args.settings, Path(args.results), Path(args.out_dir))
+    except AfternoonError as err:
+        print(f"afternoon: error: {err}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
