@@ -126,7 +126,7 @@ def test_snakemake_rejects_a_bad_key_in_one_line_before_any_job(tmp_path, config
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert lines == [
         "afternoon: config: unknown key training.epochz (allowed here: deterministic, "
-        "epochs_scale, max_epochs, precision, threads)"
+        "epochs_scale, max_epochs, mpi_launcher, precision, threads)"
     ]
 
 

@@ -17,7 +17,15 @@ from afternoon.errors import ConfigError
 
 # Keys of an architecture that change how it trains; the others (description, reference_accuracy)
 # reach only the report, so editing them retrains nothing.
-TRAINING_KEYS = ("layers", "optimizer", "batch_size", "epochs", "early_stopping", "augmentation")
+TRAINING_KEYS = (
+    "layers",
+    "optimizer",
+    "batch_size",
+    "epochs",
+    "early_stopping",
+    "augmentation",
+    "distributed",
+)
 OVERRIDABLE_KEYS = ("optimizer", "batch_size", "epochs", "early_stopping", "augmentation")
 
 

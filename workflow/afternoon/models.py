@@ -63,8 +63,15 @@ EARLY_STOPPING_KEYS = {
     "min_delta": NON_NEGATIVE,
 }
 AUGMENTATION_KEYS = {"rotation": NON_NEGATIVE, "shift": FRACTION, "zoom": FRACTION}
+# Data-parallel training (afternoon.distributed); every key optional, ranks: 1 is one process.
+DISTRIBUTED_KEYS = {
+    "backend": (lambda v: v == "horovod", "horovod"),
+    "ranks": POS_INT,
+    "scale_lr": BOOL,
+    "warmup_epochs": NON_NEG_INT,
+}
 REQUIRED_FIELDS = ("layers", "optimizer", "batch_size", "epochs")
-OVERRIDABLE = ("optimizer", "batch_size", "epochs", "early_stopping", "augmentation")
+OVERRIDABLE = ("optimizer", "batch_size", "epochs", "early_stopping", "augmentation", "distributed")
 
 
 class _Invalid(Exception):
@@ -139,7 +146,7 @@ _FIELD_CHECKS = {
     "augmentation": lambda w, v: _check_mapping(w, v, AUGMENTATION_KEYS),
     "reference_accuracy": lambda w, v: _check_each(w, v, PERCENT),
     "datasets": _check_datasets,
-    "distributed": lambda w, v: _check_each(w, v, _ANY),  # reserved: Horovod settings
+    "distributed": lambda w, v: _check_mapping(w, v, DISTRIBUTED_KEYS),
 }
 
 

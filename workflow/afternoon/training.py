@@ -105,10 +105,13 @@ def train(
     tensorboard_dir: Path | None = None,
     on_epoch=None,
     verbose: int = 2,
+    distributed=None,
 ):
     """Build and fit the model of ``spec`` on ``data`` (arrays of a preprocessed npz).
 
     Returns (model, history rows, summary). ``on_epoch(epoch, logs)`` is called after each epoch.
+    ``distributed``: this process's rank of a data-parallel job (``afternoon.distributed``), or
+    None for one process; it shards the data, wraps the optimizer and adds its callbacks.
     """
     from afternoon.config import architecture_of
     from afternoon.models import build_model, count_params
@@ -123,10 +126,17 @@ def train(
         mixed_precision=spec.get("precision", "float32"),
     )
     batch_size = spec["batch_size"]
+    x_train, y_train = data["x_train"], data["y_train"]
+    callbacks = []
+    if distributed is not None:
+        # Horovod: this rank's shard, the distributed optimizer, broadcast/average/warm-up.
+        x_train, y_train = distributed.shard(x_train, y_train)
+        distributed.compile(model)
+        callbacks = distributed.callbacks(steps_per_epoch=math.ceil(len(x_train) / batch_size))
     train_data = make_dataset(
         tf,
-        data["x_train"],
-        data["y_train"],
+        x_train,
+        y_train,
         batch_size,
         shuffle=True,
         seed=spec["seed"],
@@ -155,11 +165,14 @@ def train(
         train_data,
         epochs=spec["epochs"],
         validation_data=val_data,
-        callbacks=_callbacks(tf, spec, has_validation, tensorboard_dir, record),
+        callbacks=callbacks + _callbacks(tf, spec, has_validation, tensorboard_dir, record),
         verbose=verbose,
     )
     summary = _summary(spec, rows, time.perf_counter() - started, len(data["x_train"]))
     summary["parameters"] = count_params(model)
+    if distributed is not None:
+        # Horovod: same weights on every rank, or fail (checksums allgathered).
+        summary.update(distributed.finalize(model))
     return model, rows, summary
 
 
@@ -197,16 +210,24 @@ def train_job(
     threads: int,
     context: dict | None = None,
 ) -> dict:
-    """Train, then write model.keras, history.csv, metrics.json, run.json (each atomically)."""
+    """Train, then write model.keras, history.csv, metrics.json, run.json (each atomically).
+
+    A distributed job (``spec["distributed"]``, one process per rank): every rank trains, rank 0
+    alone writes the files and the job's one MLflow run.
+    """
     import pandas as pd
 
-    from afternoon import tracking
+    from afternoon import distributed, tracking
     from afternoon.fileio import atomic_path, read_json, sha256_file, write_json_atomic
     from afternoon.preprocess import load_npz
 
+    # Horovod: None for one process; else hvd.init() and this rank's share of the threads.
+    dist = distributed.start(spec, threads)
     data = load_npz(npz)
     dataset_card = read_json(card)
     spec = {**spec, "num_classes": len(dataset_card["class_names"])}
+    if dist is not None and not dist.is_root:  # Horovod: the other ranks only train.
+        return train(spec, data, threads=dist.threads, verbose=0, distributed=dist)[2]
     marker = read_json(tracking_marker)
     uri = tracking.resolve_tracking_uri(
         marker["tracking_uri"], tracking_marker.with_name("mlflow.db")
@@ -218,6 +239,7 @@ def train_job(
             "dataset_sha256": dataset_card.get("npz_sha256", "unknown"),
             "architecture": spec["name"],
             "dataset": spec["dataset"],
+            **(dist.tags() if dist else {"world_size": "1"}),
             **(context or {}),
         },
     )
@@ -228,9 +250,10 @@ def train_job(
         model, rows, summary = train(
             spec,
             data,
-            threads=threads,
+            threads=dist.threads if dist else threads,
             tensorboard_dir=out_dir / "tensorboard",
             on_epoch=lambda epoch, logs: run.log_metrics(logs, step=epoch),
+            distributed=dist,
         )
         with atomic_path(out_dir / "model.keras") as tmp:
             model.save(tmp)

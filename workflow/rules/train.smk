@@ -1,4 +1,6 @@
-# Training: one job per dataset x architecture, each tracked as one MLflow run.
+# Training: one job per dataset x architecture, each tracked as one MLflow run. An architecture
+# with `distributed: {ranks: N}` trains data-parallel with Horovod: the same rule and outputs, its
+# command started by the MPI launcher as N ranks (only rank 0 writes files and the MLflow run).
 
 # The tracking store (a sqlite DB by default) is created once, before any training job: creating
 # it takes seconds and races when many jobs do it at once. Jobs depend on the marker file, not on
@@ -31,13 +33,21 @@ rule train:
         tensorboard=directory(f"{RESULTS}/runs/{{dataset}}/{{arch}}/tensorboard"),
     params:
         spec=train_spec,
+        launcher=train_launcher,
     threads: config["training"]["threads"]
+    resources:
+        # A distributed architecture (zoo: distributed.ranks > 1) runs as an MPI job of that many
+        # ranks, each with threads // ranks cores; a one-process job leaves mpi and cpus_per_task
+        # unset.
+        mpi=train_mpi,
+        tasks=train_ranks,
+        cpus_per_task=train_cpus_per_rank,
     log:
         f"{RESULTS}/logs/train/{{dataset}}/{{arch}}.log",
     conda:
         "../../envs/afternoon.yaml"
     shell:
-        "python -m afternoon.cli train --spec {params.spec:q} --npz {input.npz} --card {input.card}"
+        "{params.launcher} python -m afternoon.cli train --spec {params.spec:q} --npz {input.npz} --card {input.card}"
         " --tracking {input.tracking} --out-dir $(dirname {output.model})"
         " --threads {threads} --tag snakemake_rule=train"
         " --tag snakemake_wildcards=dataset={wildcards.dataset},arch={wildcards.arch} > {log} 2>&1"

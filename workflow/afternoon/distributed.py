@@ -1,0 +1,247 @@
+"""Data-parallel training with Horovod: one process per rank, started by an MPI launcher.
+
+An architecture trains this way when its zoo entry (or a per-dataset override) says so::
+
+    distributed: {backend: horovod, ranks: 2, scale_lr: true, warmup_epochs: 1}
+
+The Snakemake rule then starts ``python -m afternoon.cli train`` under ``mpirun -n 2`` (locally)
+or ``srun --mpi=pmix -n 2`` (Slurm); ``horovodrun -np 2 --gloo`` works as well. Every rank runs the
+same ``training.train()``; the ``Horovod`` object below is the only difference, in the house style
+of Horovod's ``tensorflow2_keras_mnist.py`` (every distributed line is marked ``# Horovod:``):
+
+- ``hvd.init()``; each rank gets ``threads // size`` of the job's cores and, on a GPU node, its
+  own GPU (local rank; round-robin when the ranks outnumber the GPUs);
+- each rank trains on its own shard of the training set (strided by rank, equal sizes, so every
+  rank runs the same number of steps), and validates on the whole validation split;
+- the optimizer (legacy tf_keras Adam/SGD, see ``_optimizer``) has its learning rate multiplied by
+  the number of ranks (``scale_lr``), warmed up over ``warmup_epochs`` and is wrapped in
+  ``hvd.DistributedOptimizer`` (gradients averaged over the ranks at every step);
+- rank 0's weights are broadcast before the first step, epoch metrics are averaged over ranks;
+- at the end, batch-norm moving statistics (which each rank keeps for its own shard) are averaged,
+  and a sha256 of every rank's weights is allgathered: different weights fail the job
+  (``RanksDiverged``). That is what catches Horovod silently not averaging gradients (it happens
+  under Keras 3, where its DistributedOptimizer stops working without an error);
+- only rank 0 writes files, TensorBoard logs and the (single) MLflow run.
+
+Horovod 0.28.1 is optional (``pip install horovod==0.28.1``, built against this TensorFlow, with
+MPI and Gloo); nothing here imports it before a distributed job starts.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import socket
+
+import numpy as np
+
+from afternoon.errors import AfternoonError, ConfigError
+
+DEFAULTS = {"backend": "horovod", "ranks": 1, "scale_lr": True, "warmup_epochs": 1}
+# Keys the legacy (Keras 2.10-style) optimizers take from the new ones' get_config().
+_LEGACY_KEYS = ("learning_rate", "momentum", "nesterov", "beta_1", "beta_2", "epsilon", "amsgrad")
+
+
+class RanksDiverged(AfternoonError):
+    """The ranks ended training with different weights: gradients were not averaged."""
+
+
+def settings_of(spec: dict) -> dict:
+    """The job's ``distributed`` settings with defaults filled in (ranks 1: one process)."""
+    return {**DEFAULTS, **(spec.get("distributed") or {})}
+
+
+def ranks_of(spec: dict) -> int:
+    """How many processes train this job (1 when it is not distributed)."""
+    return int(settings_of(spec)["ranks"])
+
+
+def start(spec: dict, job_threads: int) -> Horovod | None:
+    """``Horovod`` for a job whose spec asks for more than one rank, else None (one process)."""
+    if ranks_of(spec) <= 1:
+        return None
+    return Horovod(spec, job_threads)
+
+
+def _import_horovod():
+    """``horovod.tensorflow.keras``, patched for tf_keras; a one-line error when unavailable."""
+    import tensorflow as tf
+
+    if not tf.keras.__name__.startswith("tf_keras"):  # its optimizer silently stops averaging
+        raise ConfigError(
+            f"Horovod 0.28.1 needs Keras 2 (tf_keras), but tf.keras is {tf.keras.__name__} "
+            f"(Keras {getattr(tf.keras, '__version__', '?')}): set TF_USE_LEGACY_KERAS=1 "
+            "before TensorFlow loads"
+        )
+    try:
+        import horovod.tensorflow.keras as hvd
+    except ImportError as err:
+        raise AfternoonError(
+            "distributed training needs Horovod 0.28.1 built with TensorFlow and MPI "
+            f"(pip install horovod==0.28.1, see README): {err}"
+        ) from None
+    # Horovod: its Keras modules do `from keras import backend as K`, and `keras` is Keras 3 even
+    # when TF_USE_LEGACY_KERAS=1 makes tf.keras Keras 2 (tf_keras); MetricAverageCallback then
+    # fails with "module 'keras.backend' has no attribute 'constant'". Give them tf_keras' backend.
+    hvd.K = hvd.callbacks.K = tf.keras.backend
+    return hvd
+
+
+class Horovod:
+    """One rank of a Horovod job: what ``training.train()`` asks of a distributed run."""
+
+    def __init__(self, spec: dict, job_threads: int):
+        from afternoon.runtime import configure_tensorflow
+
+        self.settings, self.optimizer = settings_of(spec), spec["optimizer"]
+        self.hvd = hvd = _import_horovod()
+        import horovod.tensorflow as collectives  # allgather_object: not in the Keras module
+
+        self.collectives = collectives
+        # Horovod: initialize Horovod.
+        hvd.init()
+        self.size, self.rank, self.local_rank = hvd.size(), hvd.rank(), hvd.local_rank()
+        wanted = self.settings["ranks"]
+        if self.size != wanted:
+            how = "a single process" if self.size == 1 else f"{self.size} processes"
+            raise ConfigError(
+                f"architecture {spec['name']!r} trains on {wanted} ranks (distributed.ranks) but "
+                f"was started as {how}: start it with `mpirun -n {wanted}`, "
+                f"`srun --mpi=pmix -n {wanted}` or `horovodrun -np {wanted}`"
+            )
+        # Horovod: pin GPU to be used to process local rank (one GPU per process; ranks share
+        # them round-robin when there are fewer). No GPU: nothing to do.
+        import tensorflow as tf
+
+        gpus = tf.config.experimental.list_physical_devices("GPU")
+        for gpu in gpus:
+            tf.config.experimental.set_memory_growth(gpu, True)
+        if gpus:
+            tf.config.experimental.set_visible_devices(gpus[self.local_rank % len(gpus)], "GPU")
+        # Horovod: the job's cores are shared by its ranks (TF's thread pools are sized from it).
+        self.threads = max(1, job_threads // self.size)
+        # Before the first collective (a TensorFlow op): the thread pools are fixed by then.
+        configure_tensorflow(self.threads, spec["seed"], spec.get("deterministic", True))
+        where = {"host": socket.gethostname(), "local_rank": self.local_rank, "pid": os.getpid()}
+        # Horovod: where each rank runs, for the MLflow run (every rank must take part).
+        self.placement = self.collectives.allgather_object(where, name="afternoon.placement")
+        self.learning_rate: float | None = None
+
+    @property
+    def is_root(self) -> bool:
+        """Rank 0 writes the outputs and the MLflow run; the other ranks only train."""
+        return self.rank == 0
+
+    def tags(self) -> dict:
+        """MLflow tags of the job's single run: world size and where each rank ran."""
+        ranks = ",".join(f"{i}@{p['host']}" for i, p in enumerate(self.placement))
+        controller = "mpi" if self.hvd.mpi_enabled() else "gloo"
+        return {
+            "world_size": str(self.size),
+            "horovod_ranks": ranks,
+            "horovod_controller": controller,
+            "threads_per_rank": str(self.threads),
+        }
+
+    def shard(self, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """This rank's part of the training set: every size-th sample from the rank's offset, all
+        shards the same length (at most size-1 samples dropped) so every rank runs as many steps
+        (a rank with one more batch would wait forever for the others' gradients)."""
+        per_rank = len(x) // self.size
+        if per_rank == 0:
+            raise ConfigError(f"{len(x)} training samples cannot be shared by {self.size} ranks")
+        # Horovod: shard the training data by rank, deterministically.
+        take = slice(self.rank, per_rank * self.size, self.size)
+        return x[take], y[take]
+
+    def _optimizer(self):
+        """The spec's optimizer as a legacy tf_keras optimizer, learning rate scaled by size.
+
+        Legacy, not tf_keras 2.18's default ("new") optimizers: DistributedOptimizer averages
+        either kind (measured: identical weights on every rank), but Horovod 0.28.1's warm-up
+        callback rescales ``optimizer.momentum`` with ``K.set_value`` and the new SGD keeps it as
+        a Python float ("'float' object has no attribute 'dtype'" at the first step).
+        """
+        import tensorflow as tf
+
+        from afternoon.models import build_optimizer
+
+        new = build_optimizer(self.optimizer)  # the zoo's defaults live there
+        legacy = getattr(tf.keras.optimizers.legacy, type(new).__name__)
+        kwargs = {key: value for key, value in new.get_config().items() if key in _LEGACY_KEYS}
+        base = float(self.optimizer.get("learning_rate", kwargs["learning_rate"]))
+        # Horovod: adjust learning rate based on number of ranks.
+        self.learning_rate = base * self.size if self.settings["scale_lr"] else base
+        optimizer = legacy(**{**kwargs, "learning_rate": self.learning_rate})
+        # Horovod: add Horovod DistributedOptimizer (averages gradients over ranks every step).
+        return self.hvd.DistributedOptimizer(optimizer)
+
+    def compile(self, model) -> None:
+        """Recompile ``model`` (built by models.build_model) with the distributed optimizer; same
+        loss and metrics as build_model."""
+        model.compile(self._optimizer(), loss=model.loss, metrics=["accuracy"])
+
+    def callbacks(self, steps_per_epoch: int) -> list:
+        """Callbacks that go before all others (they change the logs the others read)."""
+        hvd = self.hvd
+        callbacks = [
+            # Horovod: broadcast initial variable states from rank 0 to all other processes.
+            # This is necessary to ensure consistent initialization of all workers when
+            # training is started with random weights or restored from a checkpoint.
+            hvd.callbacks.BroadcastGlobalVariablesCallback(0),
+            # Horovod: average metrics among workers at the end of every epoch.
+            # Note: this callback must be in the list before the ReduceLROnPlateau,
+            # TensorBoard or other metrics-based callbacks.
+            hvd.callbacks.MetricAverageCallback(),
+        ]
+        warmup = self.settings["warmup_epochs"]
+        if self.settings["scale_lr"] and warmup > 0:
+            # Horovod: using `lr = 1.0 * hvd.size()` from the very beginning leads to worse final
+            # accuracy. Scale the learning rate `lr = 1.0` ---> `lr = 1.0 * hvd.size()` during
+            # the first warmup_epochs epochs.
+            callbacks.append(
+                hvd.callbacks.LearningRateWarmupCallback(
+                    initial_lr=self.learning_rate,
+                    warmup_epochs=warmup,
+                    steps_per_epoch=steps_per_epoch,
+                    verbose=1 if self.is_root else 0,
+                )
+            )
+        return callbacks
+
+    def finalize(self, model) -> dict:
+        """Average the ranks' batch-norm statistics, then check that every rank holds the same
+        weights (sha256 allgathered); returns what metrics.json records about the ranks."""
+        import tensorflow as tf
+
+        from afternoon.models import build_optimizer
+
+        hvd = self.collectives
+        for variable in model.non_trainable_variables:
+            if variable.dtype.is_floating:
+                # Horovod: moving statistics are not gradients: each rank kept its shard's.
+                name = f"afternoon.stats.{variable.name}"
+                variable.assign(hvd.allreduce(tf.convert_to_tensor(variable), name=name))
+        digest = hashlib.sha256()
+        for weights in model.get_weights():
+            digest.update(np.ascontiguousarray(weights).tobytes())
+        # Horovod: every rank's weight checksum, on every rank.
+        checksums = hvd.allgather_object(digest.hexdigest(), name="afternoon.checksums")
+        if len(set(checksums)) > 1:
+            listed = ", ".join(f"rank {i}: {c[:12]}" for i, c in enumerate(checksums))
+            raise RanksDiverged(
+                f"the {self.size} ranks ended training with different weights ({listed}): "
+                "Horovod did not average the gradients (tf.keras must be Keras 2: "
+                "TF_USE_LEGACY_KERAS=1)"
+            )
+        # Horovod's optimizer class lives in module horovod._keras: a model saved with it does not
+        # load without Horovod (evaluation). Save it as a one-process run would (its optimizer's
+        # state, of no use to evaluation, is not kept).
+        model.compile(build_optimizer(self.optimizer), loss=model.loss, metrics=["accuracy"])
+        return {
+            "world_size": self.size,
+            "threads_per_rank": self.threads,
+            "learning_rate": self.learning_rate,
+            "rank_weight_sha256": checksums,
+            "ranks_identical": True,
+        }
