@@ -1,0 +1,340 @@
+"""The pipeline on a real Slurm cluster, through the real profiles/slurm.
+
+The cluster is tests/slurm/start-cluster.sh's lab: Slurm 22.05 from Debian packages on 127.0.0.1,
+one node with fake GPUs, slurmdbd accounting (the executor plugin polls sacct), MPI through PMIx.
+It needs root (it starts daemons) and apt (the packages, installed when missing): elsewhere these
+tests skip, saying why. CI runs them. The profile is used as shipped; only its site variables are
+set for the lab (partitions, account, and memory and polling sized for a small machine).
+
+A small study (digits, fc64 + cnn1, one epoch; plus fc64 on 2 Horovod ranks when
+``horovod.tensorflow.keras`` imports with MPI) runs once per module; the tests then read sacct,
+the outputs and MLflow, run Snakemake again (nothing to submit) and after a zoo edit (only that
+architecture's jobs and the report are resubmitted).
+"""
+
+import copy
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import REPO
+
+pytestmark = pytest.mark.slurm
+
+SCRIPTS = REPO / "tests" / "slurm"
+STATE = Path(os.environ.get("AFTERNOON_SLURM_DIR", "/tmp/afternoon-slurm"))
+ARCHS = ["fc64", "cnn1"]
+HOROVOD_ARCH = "fc64_horovod"
+PORTS = (6817, 6818, 6819)  # slurmctld, slurmd, slurmdbd
+
+# The profile's site variables, set for the lab cluster (see profiles/slurm/config.yaml).
+LAB = {
+    "AFTERNOON_SLURM_ACCOUNT": "lab",
+    "AFTERNOON_SLURM_CPU_PARTITION": "lab-cpu",
+    "AFTERNOON_SLURM_GPU_PARTITION": "lab-gpu",
+    # The lab node has the machine's memory (85 %) and cores: small jobs, so several fit at once.
+    "AFTERNOON_SLURM_MEM_MB": "1000",
+    "AFTERNOON_SLURM_TRAIN_MEM_MB": "2000",
+    # Jobs here take seconds: query their states soon after submission (the default is 40 s).
+    "AFTERNOON_SLURM_STATUS_CHECK_S": "2",
+}
+RUN_TIMEOUT_S = 900
+
+
+# --- the cluster ------------------------------------------------------------------------------
+
+
+def _script(name: str, env: dict) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        ["bash", str(SCRIPTS / name)], env=env, capture_output=True, text=True, timeout=600
+    )
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    """The lab cluster, started for this module (and stopped after it, unless it was already
+    running: then it is someone's, and stays)."""
+    if os.geteuid() != 0:
+        pytest.skip("the lab Slurm cluster starts daemons as root: run as root (CI does)")
+    env = {**os.environ, "AFTERNOON_SLURM_DIR": str(STATE)}
+    started = _script("start-cluster.sh", env)
+    if started.returncode == 2:
+        pytest.skip(f"no lab Slurm cluster here: {started.stderr.strip().splitlines()[-1]}")
+    assert started.returncode == 0, started.stdout + started.stderr
+    ours = "already running" not in started.stderr
+    env["SLURM_CONF"] = str(STATE / "etc" / "slurm.conf")
+    try:
+        yield env
+    finally:
+        if ours:
+            stopped = _script("stop-cluster.sh", env)
+            assert stopped.returncode == 0, stopped.stdout + stopped.stderr
+
+
+def test_daemons_listen_on_loopback_only(cluster):
+    listening = subprocess.run(
+        ["ss", "-Hltnp"], capture_output=True, text=True, check=True
+    ).stdout.splitlines()
+    for port in PORTS:
+        local = [line.split()[3] for line in listening if line.split()[3].endswith(f":{port}")]
+        assert local, f"nothing listens on port {port}:\n" + "\n".join(listening)
+        assert all(addr.startswith("127.") for addr in local), (port, local)
+
+
+# --- Slurm accounting ---------------------------------------------------------------------------
+
+
+@dataclass
+class Job:
+    job_id: str
+    rule: str
+    wildcards: str
+    partition: str
+    state: str
+    tres: dict[str, str]
+
+
+def sacct(env: dict, *args: str) -> list[list[str]]:
+    out = subprocess.run(
+        ["sacct", "--noheader", "--parsable2", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    return [line.split("|") for line in out.splitlines() if line]
+
+
+def jobs_of_run(env: dict, run_id: str, since: str) -> list[Job]:
+    """The Slurm jobs one Snakemake invocation submitted: the plugin names every job after the
+    invocation's run id and comments it rule_<rule>[_wildcards_<values>]."""
+    jobs = []
+    fields = "JobIDRaw,Comment,Partition,State,AllocTRES"
+    for job_id, comment, partition, state, tres in sacct(
+        env, "-X", "--starttime", since, "--name", run_id, "--format", fields
+    ):
+        match = re.fullmatch(r"rule_(?P<rule>.+?)(?:_wildcards_(?P<wildcards>.*))?", comment)
+        assert match, f"job {job_id}: comment {comment!r} is not the plugin's"
+        allocated = dict(item.split("=", 1) for item in tres.split(",") if "=" in item)
+        wildcards = match["wildcards"] or ""
+        jobs.append(Job(job_id, match["rule"], wildcards, partition, state, allocated))
+    return jobs
+
+
+def job_count(env: dict, since: str) -> int:
+    return len(sacct(env, "-X", "--starttime", since, "--format", "JobIDRaw"))
+
+
+# --- the study ----------------------------------------------------------------------------------
+
+
+def horovod_with_mpi() -> str | None:
+    """None when horovod.tensorflow.keras imports (Keras 2, as the package sets it up) with MPI
+    built in; else why not."""
+    probe = (
+        "import afternoon, horovod.tensorflow.keras as hvd;"
+        "assert hvd.mpi_built(), 'Horovod was built without MPI: srun cannot start its ranks'"
+    )
+    env = {**os.environ, "PYTHONPATH": str(REPO / "workflow")}
+    try:
+        done = subprocess.run(
+            [sys.executable, "-c", probe], env=env, capture_output=True, text=True, timeout=300
+        )
+    except subprocess.TimeoutExpired:
+        return "importing horovod.tensorflow.keras took over 300 s"
+    if done.returncode == 0:
+        return None
+    lines = done.stderr.strip().splitlines()
+    return lines[-1] if lines else f"exit status {done.returncode}"
+
+
+@dataclass
+class Study:
+    workdir: Path
+    env: dict
+    since: str
+    archs: list[str]
+    horovod: str | None  # None: the Horovod architecture is in the study; else why not
+    run_id: str = ""
+    jobs: list[Job] = field(default_factory=list)
+    timings: dict[str, float] = field(default_factory=dict)
+
+    def snakemake(self, label: str, *args: str) -> tuple[str, str]:
+        """Run the workflow with the real Slurm profile; (output, the plugin's run id or '')."""
+        command = [
+            sys.executable,
+            "-m",
+            "snakemake",
+            "-s",
+            str(REPO / "Snakefile"),
+            "--directory",
+            str(self.workdir),
+            "--profile",
+            str(REPO / "profiles" / "slurm"),
+            # The lab node has 2 cores: evaluations take one each, so two run side by side.
+            "--set-threads",
+            "evaluate=1",
+            *args,
+        ]
+        start = time.monotonic()
+        try:
+            done = subprocess.run(
+                command, env=self.env, capture_output=True, text=True, timeout=RUN_TIMEOUT_S
+            )
+        except subprocess.TimeoutExpired as err:
+            # Its jobs are cancelled when the cluster stops (stop-cluster.sh).
+            tail = (err.stderr or b"")[-4000:].decode(errors="replace")
+            pytest.fail(f"snakemake ({label}) ran over {RUN_TIMEOUT_S} s:\n{tail}")
+        self.timings[label] = round(time.monotonic() - start, 1)
+        output = done.stdout + done.stderr
+        assert done.returncode == 0, output[-6000:]
+        run_id = re.search(r"SLURM run ID: (\S+)", output)
+        return output, run_id[1] if run_id else ""
+
+    def expected_jobs(self, archs: list[str]) -> set[tuple[str, str]]:
+        jobs = {("preprocess", "digits"), ("init_tracking", ""), ("report", "")}
+        for arch in archs:
+            jobs |= {("train", f"digits_{arch}"), ("evaluate", f"digits_{arch}")}
+        return jobs
+
+
+@pytest.fixture(scope="module")
+def study(cluster, tmp_path_factory):
+    """The small study, run once on the cluster with the real profile."""
+    workdir = tmp_path_factory.mktemp("slurm-study")
+    (workdir / "config").mkdir()
+    zoo = yaml.safe_load((REPO / "config" / "zoo.yaml").read_text())
+    archs = list(ARCHS)
+    why_not = horovod_with_mpi()
+    if why_not is None:
+        hvd = copy.deepcopy(zoo["fc64"])
+        hvd.update(
+            description="fc64, data-parallel on 2 Horovod ranks",
+            distributed={"backend": "horovod", "ranks": 2},
+        )
+        zoo[HOROVOD_ARCH] = hvd
+        archs.append(HOROVOD_ARCH)
+    (workdir / "config" / "zoo.yaml").write_text(yaml.safe_dump(zoo, sort_keys=False))
+    config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+    config.update(study="slurm-lab", architectures=archs, zoo="config/zoo.yaml")
+    # One core per training job (a Horovod job: one per rank), one epoch.
+    config["training"].update(max_epochs=1, threads=1)
+    (workdir / "config" / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+
+    env = {k: v for k, v in cluster.items() if not k.startswith(("SLURM_", "MLFLOW_"))}
+    env.update(LAB, SLURM_CONF=cluster["SLURM_CONF"])
+    # Jobs run `python -m afternoon.cli` from the PATH they are submitted with (sbatch
+    # --export=ALL): this interpreter's.
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    since = (datetime.now() - timedelta(minutes=1)).strftime("%Y-%m-%dT%H:%M:%S")
+
+    result = Study(workdir, env, since, archs, why_not)
+    _, result.run_id = result.snakemake("first run")
+    assert result.run_id, "the Slurm executor did not run"
+    result.jobs = jobs_of_run(env, result.run_id, since)
+    yield result
+    print(f"\nslurm study timings (s): {result.timings}")
+
+
+def test_every_job_ran_as_a_slurm_job_on_its_partition(study):
+    ran = {(job.rule, job.wildcards) for job in study.jobs}
+    assert ran == study.expected_jobs(study.archs)
+    assert len(study.jobs) == len(ran), "a job was submitted twice"
+    for job in study.jobs:
+        assert job.state == "COMPLETED", job
+        wanted = "lab-gpu" if job.rule == "train" else "lab-cpu"
+        assert job.partition == wanted, job
+
+
+def test_training_jobs_held_a_gpu_and_the_others_none(study):
+    for job in study.jobs:
+        if job.rule == "train":
+            assert job.tres.get("gres/gpu") == "1", job
+        else:
+            assert "gres/gpu" not in job.tres, job
+
+
+def test_outputs_are_complete(study):
+    results = study.workdir / "results"
+    for arch in study.archs:
+        metrics = json.loads((results / f"runs/digits/{arch}/metrics.json").read_text())
+        assert metrics["epochs_run"] == 1
+        assert (results / f"runs/digits/{arch}/model.keras").stat().st_size > 0
+        evaluation = json.loads((results / f"eval/digits/{arch}/metrics.json").read_text())
+        assert evaluation["n_test"] == 450
+    scores = (results / "report/scores.csv").read_text()
+    for arch in study.archs:
+        assert f"\n{arch}," in scores
+    assert (results / "report/index.html").stat().st_size > 0
+
+
+def test_mlflow_runs_carry_their_slurm_job_id(study):
+    import mlflow
+
+    marker = json.loads((study.workdir / "results/mlflow/tracking.json").read_text())
+    client = mlflow.tracking.MlflowClient(marker["tracking_uri"])
+    runs = {run.info.run_name: run for run in client.search_runs([marker["experiment_id"]])}
+    assert sorted(runs) == sorted(f"{arch}@digits" for arch in study.archs)
+    train_jobs = {job.wildcards: job.job_id for job in study.jobs if job.rule == "train"}
+    for arch in study.archs:
+        run = runs[f"{arch}@digits"]
+        assert run.info.status == "FINISHED"
+        assert run.data.tags["afternoon.slurm_job_id"] == train_jobs[f"digits_{arch}"]
+
+
+def test_horovod_job_ran_two_mpi_tasks(study):
+    if study.horovod is not None:
+        pytest.skip(f"Horovod part skipped: {study.horovod}")
+    (job,) = [j for j in study.jobs if (j.rule, j.wildcards) == ("train", f"digits_{HOROVOD_ARCH}")]
+    assert job.tres.get("gres/gpu") == "1"
+    # The batch step runs Snakemake; the step it starts (`srun --mpi=pmix -n 2`) runs the ranks.
+    steps = sacct(study.env, "-j", job.job_id, "--format", "JobID,JobName,NTasks,State")
+    ranks = [step for step in steps if step[0] == f"{job.job_id}.0"]
+    assert ranks and ranks[0][2] == "2" and ranks[0][3] == "COMPLETED", steps
+    metrics = json.loads(
+        (study.workdir / f"results/runs/digits/{HOROVOD_ARCH}/metrics.json").read_text()
+    )
+    assert metrics["world_size"] == 2
+    assert metrics["ranks_identical"] is True
+
+
+def test_second_invocation_submits_nothing(study):
+    before = job_count(study.env, study.since)
+    output, _ = study.snakemake("nothing to do")
+    assert "Nothing to be done" in output, output[-3000:]
+    assert job_count(study.env, study.since) == before
+
+
+def test_zoo_edit_resubmits_only_that_architecture_and_the_report(study):
+    run_json = study.workdir / "results/runs/digits/cnn1/run.json"
+    old_run = json.loads(run_json.read_text())["run_id"]
+    zoo_path = study.workdir / "config" / "zoo.yaml"
+    zoo = yaml.safe_load(zoo_path.read_text())
+    zoo["cnn1"]["optimizer"]["learning_rate"] = 0.02
+    zoo_path.write_text(yaml.safe_dump(zoo, sort_keys=False))
+    _, run_id = study.snakemake("after a zoo edit")
+    jobs = jobs_of_run(study.env, run_id, study.since)
+    assert sorted((job.rule, job.wildcards) for job in jobs) == [
+        ("evaluate", "digits_cnn1"),
+        ("report", ""),
+        ("train", "digits_cnn1"),
+    ]
+    assert all(job.state == "COMPLETED" for job in jobs), jobs
+    # A new MLflow run, tagged with the new training job's id.
+    import mlflow
+
+    new_run = json.loads(run_json.read_text())["run_id"]
+    assert new_run != old_run
+    marker = json.loads((study.workdir / "results/mlflow/tracking.json").read_text())
+    run = mlflow.tracking.MlflowClient(marker["tracking_uri"]).get_run(new_run)
+    (train,) = [job for job in jobs if job.rule == "train"]
+    assert run.data.tags["afternoon.slurm_job_id"] == train.job_id
