@@ -10,7 +10,10 @@ STAMP := $(VENV)/.installed
 CORES ?= all
 export PATH := $(BIN):$(PATH)
 
-.PHONY: run test lint mlflow-ui clean-results
+HOROVOD_STAMP := $(VENV)/.horovod
+SYSTEM_STAMP := $(VENV)/.system-packages
+
+.PHONY: run test lint horovod system-packages mlflow-ui clean-results
 
 $(STAMP): requirements.txt pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -26,8 +29,25 @@ run: $(STAMP)
 	@echo "Report:    results/report/index.html"
 	@echo "MLflow UI: make mlflow-ui    (then open http://127.0.0.1:5000)"
 
-test: $(STAMP)
+# The test suite also needs Horovod (compiled: ~6-10 min on 2 cores, once) and Debian packages
+# (Open MPI, Chromium, Slurm): installed here when missing, so `make test` works on a fresh machine.
+test: $(STAMP) $(SYSTEM_STAMP) $(HOROVOD_STAMP)
 	pytest $(PYTEST_ARGS)
+
+system-packages: $(SYSTEM_STAMP)
+$(SYSTEM_STAMP): scripts/install-system-packages.sh | $(STAMP)
+	scripts/install-system-packages.sh
+	touch $@
+
+# Horovod 0.28.1 (the last release) builds against TensorFlow 2.18 and imports it while building,
+# hence --no-build-isolation. Built with MPI (srun --mpi=pmix under Slurm) and gloo (a workstation).
+horovod: $(HOROVOD_STAMP)
+$(HOROVOD_STAMP): $(STAMP) $(SYSTEM_STAMP)
+	$(BIN)/python -c "import horovod.tensorflow.keras" 2>/dev/null || \
+	HOROVOD_WITH_TENSORFLOW=1 HOROVOD_WITH_GLOO=1 HOROVOD_WITH_MPI=1 HOROVOD_WITHOUT_PYTORCH=1 \
+	HOROVOD_WITHOUT_MXNET=1 $(BIN)/python -m pip install --quiet --no-build-isolation \
+	--no-cache-dir horovod==0.28.1
+	touch $@
 
 lint: $(STAMP)
 	ruff check . && ruff format --check . && snakemake --lint

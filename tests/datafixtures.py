@@ -195,6 +195,6 @@ def write_manifest(path: Path, dataset: str, files_by_role: dict[str, Path]) -> 
     return Path(path)
 
 
-# The real MNIST files beside the checkout (../shared/data/mnist), by role, as the registry names them.
+# The real MNIST files beside the checkout (../shared/data/mnist), by role (registry names).
 MNIST_DIR = Path(__file__).resolve().parents[1].parent / "shared/data/mnist"
 MNIST_FILES = {f["role"]: f["name"] for f in dataset_entry("mnist")["files"]}
