@@ -161,7 +161,7 @@ SlurmdUser=root
 AuthType=auth/munge
 CredType=cred/munge
 AuthInfo=socket=$MUNGE_SOCKET
-# Bind the address the name resolves to (127.0.0.1), never 0.0.0.0.
+# Bind the address the name resolves to (127.0.0.1), never the wildcard (any) address.
 CommunicationParameters=NoInAddrAny,NoCtldInAddrAny
 StateSaveLocation=$SPOOL/ctld
 SlurmdSpoolDir=$SPOOL/d

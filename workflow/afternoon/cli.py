@@ -122,17 +122,22 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
+def run_stage(stage, *args) -> int:
+    """Run one stage; an error the user can fix is one line on stderr and exit status 1."""
     from afternoon.errors import AfternoonError
 
-    args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     try:
-        args.handler(args)
+        stage(*args)
     except AfternoonError as err:
         print(f"afternoon: error: {err}", file=sys.stderr)
         return 1
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return run_stage(args.handler, args)
 
 
 if __name__ == "__main__":

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from afternoon.errors import AfternoonError, DataFormatError
+from afternoon.errors import DataFormatError
 from afternoon.fileio import atomic_path, read_json, write_text_atomic
 from afternoon.plots import _save as save_png  # (importing plots selects the Agg backend)
 from afternoon.tracking import config_hash, provenance_tags, run_url, strip_credentials
@@ -284,12 +284,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--results", required=True, help="the study's results directory")
     parser.add_argument("--out-dir", required=True, help="where index.html and the rest go")
     args = parser.parse_args(argv)
-    try:
-        build_report(args.settings, Path(args.results), Path(args.out_dir))
-    except AfternoonError as err:
-        print(f"afternoon: error: {err}", file=sys.stderr)
-        return 1
-    return 0
+    from afternoon.cli import run_stage
+
+    return run_stage(build_report, args.settings, Path(args.results), Path(args.out_dir))
 
 
 if __name__ == "__main__":
