@@ -1,6 +1,6 @@
 """Fetch registry datasets: cache check, HTTP or mirror transfer, size + sha256 verification.
 
-Every file is written to a temporary ``.<name>.part-*`` file beside its destination, verified
+Every file is written to a temporary ``.<name>.*`` file beside its destination (fileio.atomic_path), verified
 (size first, then sha256) and only then moved onto the destination with ``os.replace``; a failed
 fetch leaves neither the temporary file nor a destination behind. Transient HTTP failures
 (connection refused/reset, timeouts, HTTP 5xx) are retried with exponential backoff; HTTP 4xx and
@@ -8,10 +8,8 @@ verification failures are not retried (a server that sends wrong bytes once send
 """
 
 import logging
-import os
 import re
 import shutil
-import tempfile
 import time
 from pathlib import Path
 from urllib.parse import urlparse
@@ -21,7 +19,7 @@ import pooch
 import requests
 
 from afternoon.errors import DownloadError
-from afternoon.fileio import sha256_file, write_json_atomic
+from afternoon.fileio import atomic_path, sha256_file, write_json_atomic
 from afternoon.registry import dataset_entry
 
 log = logging.getLogger("afternoon.download")
@@ -168,13 +166,9 @@ def _fetch(entry, dest, mirror_base, dataset, retries, backoff, timeout, progres
     if _is_cached(entry, dest):
         log.info("cached %s", dest)
         return dest, "cached"
-    dest.parent.mkdir(parents=True, exist_ok=True)
     parts = [p for p in (dataset, entry["name"]) if p]
     local = _local_mirror(mirror_base) if mirror_base else None
-    fd, name = tempfile.mkstemp(prefix=f".{entry['name']}.part-", dir=dest.parent)
-    os.close(fd)
-    tmp = Path(name)
-    try:
+    with atomic_path(dest) as tmp:  # renamed onto dest only if verify() passes
         if local is not None:
             log.info("copying %s from mirror %s -> %s", entry["name"], local, dest)
             source = _copy_from_mirror(local, parts, tmp)
@@ -183,11 +177,8 @@ def _fetch(entry, dest, mirror_base, dataset, retries, backoff, timeout, progres
             log.info("fetching %s -> %s", source, dest)
             _http_get(source, tmp, retries, backoff, timeout, progress)
         verify(tmp, entry, source)
-        os.replace(tmp, dest)
-        log.info("verified %s (%d bytes, sha256 ok)", dest, entry["size"])
-        return dest, source
-    finally:
-        tmp.unlink(missing_ok=True)
+    log.info("verified %s (%d bytes, sha256 ok)", dest, entry["size"])
+    return dest, source
 
 
 def download_dataset(
