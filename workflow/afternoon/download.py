@@ -1,7 +1,8 @@
 """Fetch registry datasets: cache check, HTTP or mirror transfer, size + sha256 verification.
 
-Every file is written to a temporary ``.<name>.*`` file beside its destination (fileio.atomic_path), verified
-(size first, then sha256) and only then moved onto the destination with ``os.replace``; a failed
+Every file is written to a temporary ``.<name>.*`` file beside its destination
+(``fileio.atomic_path``), verified (size first, then sha256) and only then moved onto the
+destination with ``os.replace``; a failed
 fetch leaves neither the temporary file nor a destination behind. Transient HTTP failures
 (connection refused/reset, timeouts, HTTP 5xx) are retried with exponential backoff; HTTP 4xx and
 verification failures are not retried (a server that sends wrong bytes once sends them again).
