@@ -7,7 +7,9 @@ fix are one line on stderr (`afternoon: error: ...`) and exit status 1.
 from __future__ import annotations
 
 import argparse
+import errno
 import logging
+import signal
 import sys
 from pathlib import Path
 
@@ -122,8 +124,16 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# Write failures the user can act on (permissions, read-only or full file system, quota).
+_WRITE_ERRORS = {errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT}
+
+
 def run_stage(stage, *args) -> int:
-    """Run one stage; an error the user can fix is one line on stderr and exit status 1."""
+    """Run one stage; an error the user can fix is one line on stderr and exit status 1.
+
+    A stage stopped by SIGTERM (Slurm's time limit or preemption, Snakemake's Ctrl-C) or SIGINT
+    says so in one line and exits 128 + the signal number, as a process killed by it would.
+    """
     from afternoon.errors import AfternoonError
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
@@ -132,6 +142,17 @@ def run_stage(stage, *args) -> int:
     except AfternoonError as err:
         print(f"afternoon: error: {err}", file=sys.stderr)
         return 1
+    except OSError as err:
+        if err.errno not in _WRITE_ERRORS:
+            raise
+        where = f"{err.filename}: " if err.filename else ""
+        print(f"afternoon: error: cannot write {where}{err.strerror}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt as err:  # tracking.Terminated (SIGTERM) is one
+        signum = getattr(err, "signum", signal.SIGINT)
+        why = str(err) or signal.Signals(signum).name
+        print(f"afternoon: stopped: {why}", file=sys.stderr)
+        return 128 + signum
     return 0
 
 

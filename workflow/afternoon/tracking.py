@@ -52,6 +52,8 @@ class TrackingError(AfternoonError):
 class Terminated(KeyboardInterrupt):
     """SIGTERM (Snakemake, a Slurm time limit) inside ``with RunLogger``: the run ends KILLED."""
 
+    signum = signal.SIGTERM
+
 
 def strip_credentials(uri: str) -> str:
     """``scheme://user:pw@host/...`` -> ``scheme://host/...``, anywhere in the text."""
@@ -264,7 +266,7 @@ def provenance_tags(repo: Path | None = None, extra: dict | None = None) -> dict
 
 
 def _raise_terminated(signum, frame):
-    raise Terminated(f"signal {signum}")
+    raise Terminated(f"{signal.Signals(signum).name} received")
 
 
 class RunLogger:
