@@ -94,8 +94,24 @@ def load_zoo(path: str | Path) -> dict:
     for name, arch in zoo.items():
         if not isinstance(arch, dict):
             raise ConfigError(f"{path}: architecture {name!r} must be a mapping")
-        validate_architecture(name, arch)
+        try:
+            validate_architecture(name, arch)
+        except ConfigError as err:
+            raise ConfigError(f"{path}: {err}") from None
     return zoo
+
+
+def check_inputs_fit(datasets: list[str], zoo: dict, names: list[str]) -> None:
+    """Every selected architecture fits every dataset's images and classes (no TensorFlow, so
+    a dry run refuses, say, a pool larger than its input before any job runs)."""
+    from afternoon.models import check_input_fits
+    from afternoon.registry import dataset_entry
+
+    for dataset in datasets:
+        entry = dataset_entry(dataset)
+        shape, classes = entry["image_shape"], len(entry["class_names"])
+        for name in names:
+            check_input_fits(name, zoo[name], shape, classes, dataset)
 
 
 def selected_architectures(config: dict, zoo: dict) -> list[str]:

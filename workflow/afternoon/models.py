@@ -3,6 +3,7 @@ Keras 2 (``tf_keras``, switched on by the package's ``__init__``) models from it
 
 from __future__ import annotations
 
+import math
 from typing import TYPE_CHECKING
 
 from afternoon.errors import ConfigError
@@ -165,6 +166,62 @@ def validate_architecture(name: str, arch: dict) -> None:
         raise ConfigError(f"architecture {name!r}{err}") from None
 
 
+def _pair(value) -> tuple[int, int]:
+    return tuple(value) if isinstance(value, list | tuple) else (value, value)
+
+
+def _window_output(size: int, window: int, stride: int, padding: str) -> int:
+    """Keras' output length of a conv/pool window along one axis (0 or less: nothing left)."""
+    if padding == "same":
+        return -(-size // stride)
+    return -(-(size - window + 1) // stride)
+
+
+def _layer_output(kind: str, spec: dict, shape: tuple) -> tuple | None:
+    """The output shape (no batch axis) of one zoo layer on ``shape``; None if it does not fit."""
+    if kind == "flatten" or (kind == "dense" and len(shape) > 1):  # dense flattens first
+        shape = (math.prod(shape),)
+    if kind == "dense":
+        return (spec["units"],)
+    if kind not in ("conv2d", "maxpool2d"):
+        return shape  # dropout, batchnorm
+    if len(shape) != 3:
+        return None  # a 2-D window on a flat (dense or flattened) output
+    if kind == "conv2d":
+        window, channels, default_strides = _pair(spec["kernel_size"]), spec["filters"], 1
+    else:  # Keras pools with strides = pool_size unless told otherwise
+        window, channels = _pair(spec.get("pool_size", 2)), shape[2]
+        default_strides = window
+    strides = _pair(spec.get("strides") or default_strides)
+    padding = spec.get("padding", "valid")
+    out = tuple(
+        _window_output(*args, padding) for args in zip(shape[:2], window, strides, strict=True)
+    )
+    return (*out, channels) if min(out) > 0 else None
+
+
+def check_input_fits(name: str, arch: dict, input_shape, num_classes: int, dataset: str) -> None:
+    """Raise a one-line ConfigError, without TensorFlow, if a validated ``arch`` cannot run on
+    ``input_shape`` (a pool or valid conv larger than its input map, a 2-D layer after a flat
+    one) or does not end in ``num_classes`` units: the dry run says so before any job runs."""
+    input_shape = tuple(input_shape)
+    shape = input_shape
+    for i, entry in enumerate(arch["layers"]):
+        ((kind, spec),) = entry.items()
+        out = _layer_output(kind, spec or {}, shape)
+        if out is None:
+            raise ConfigError(
+                f"architecture {name!r}, layers[{i}] ({kind}): too big for its input {shape} "
+                f"(input shape {input_shape} of {dataset})"
+            )
+        shape = out
+    if shape[-1] != num_classes:
+        raise ConfigError(
+            f"architecture {name!r}: last layer has {shape[-1]} units, {dataset} has "
+            f"{num_classes} classes"
+        )
+
+
 def build_optimizer(spec: dict):
     """A Keras 2 (tf_keras) Adam or SGD optimizer from a validated ``optimizer`` mapping."""
     import tensorflow as tf
@@ -187,8 +244,8 @@ def _make_layer(tf, kind: str, spec: dict, seed: int, name: str, dtype):
     kw = {k: tuple(v) if isinstance(v, list) else v for k, v in (spec or {}).items()}
     if kind in ("dense", "conv2d"):
         kw["kernel_initializer"] = tf.keras.initializers.GlorotUniform(seed=seed)
-    if kind == "dropout":
-        kw["seed"] = seed
+    if kind == "dropout":  # a tf.random.Generator: its state goes into training checkpoints
+        kw.update(seed=seed, rng_type="stateful")
     return getattr(tf.keras.layers, _KERAS_CLASS[kind])(name=name, dtype=dtype, **kw)
 
 

@@ -17,6 +17,7 @@ export_package_path(PACKAGE_DIR)
 
 from afternoon.config import (
     check_against_schema,
+    check_inputs_fit,
     job_spec,
     load_yaml,
     load_zoo,
@@ -36,6 +37,7 @@ try:
     validate(config, SCHEMA)
     ZOO = load_zoo(config["zoo"])
     ARCHITECTURES = selected_architectures(config, ZOO)
+    check_inputs_fit(config["datasets"], ZOO, ARCHITECTURES)
 except AfternoonError as err:
     sys.exit(f"afternoon: {err}")
 
