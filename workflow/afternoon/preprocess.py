@@ -12,6 +12,7 @@ import numpy as np
 
 from afternoon import formats
 from afternoon.errors import ConfigError, DataFormatError
+from afternoon.fileio import naming_write_errors
 from afternoon.registry import dataset_entry
 
 SPLITS = ("train", "val", "test")
@@ -110,6 +111,19 @@ def _pixel_stats(x: np.ndarray) -> tuple[list[float], list[float]]:
     return (mean / 255).tolist(), (np.sqrt(var) / 255).tolist()
 
 
+def _write_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
+    """What ``np.savez`` writes (stored ``<key>.npy`` members, no pickle), flushed to disk; the
+    zip is closed even when a write fails (np.savez leaves it to the garbage collector, which
+    then prints a traceback for a full disk)."""
+    with open(path, "wb") as fh:
+        with zipfile.ZipFile(fh, "w", zipfile.ZIP_STORED, allowZip64=True) as zf:
+            for key, array in arrays.items():
+                with zf.open(f"{key}.npy", "w", force_zip64=True) as member:
+                    np.lib.format.write_array(member, np.asanyarray(array), allow_pickle=False)
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
 def preprocess_dataset(
     name: str,
     manifest_path: Path | None,
@@ -150,13 +164,11 @@ def preprocess_dataset(
     # temp files beside the outputs (same filesystem, so os.replace is atomic)
     tmp_npz, tmp_card = (p.with_name(f".{p.name}.{os.getpid()}.tmp") for p in (out_npz, out_card))
     try:
-        with open(tmp_npz, "wb") as fh:  # a file handle: np.savez adds no ".npz" to it
-            np.savez(fh, **{k: arrays[k] for k in KEYS})
-            fh.flush()
-            os.fsync(fh.fileno())
+        with naming_write_errors(out_npz, tmp_npz):
+            _write_npz(tmp_npz, {k: arrays[k] for k in KEYS})
         with open(tmp_npz, "rb") as fh:
             card["npz_sha256"] = hashlib.file_digest(fh, "sha256").hexdigest()
-        with open(tmp_card, "w") as fh:
+        with naming_write_errors(out_card, tmp_card), open(tmp_card, "w") as fh:
             json.dump(card, fh, indent=2)
         os.replace(tmp_npz, out_npz)
         try:
@@ -164,10 +176,25 @@ def preprocess_dataset(
         except BaseException:
             out_npz.unlink(missing_ok=True)  # never leave a new npz beside an old card
             raise
-    finally:
-        tmp_npz.unlink(missing_ok=True)
-        tmp_card.unlink(missing_ok=True)
+    finally:  # lexists first: unlink raises EROFS on a read-only file system, even for no file
+        for tmp in (tmp_npz, tmp_card):
+            if os.path.lexists(tmp):
+                tmp.unlink()
     return card
+
+
+def _check_array(path: Path, key: str, arr: np.ndarray) -> None:
+    """uint8 and 4-D images / 1-D labels; NaN (a float npz not written by preprocess) named."""
+    want = 4 if key.startswith("x_") else 1
+    if arr.dtype.kind in "fc" and np.isnan(arr).any():
+        raise DataFormatError(
+            f"{path}: array {key!r} contains NaN ({arr.dtype}); a preprocessed npz holds uint8 "
+            "only: run the preprocess step again"
+        )
+    if arr.dtype != np.uint8 or arr.ndim != want:
+        raise DataFormatError(
+            f"{path}: array {key!r} is {arr.dtype} {arr.ndim}-D, want uint8 {want}-D"
+        )
 
 
 def load_npz(path: Path | str) -> dict[str, np.ndarray]:
@@ -185,11 +212,7 @@ def load_npz(path: Path | str) -> dict[str, np.ndarray]:
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
         raise DataFormatError(f"{path}: not a readable npz ({exc})") from exc
     for key, arr in out.items():
-        want = 4 if key.startswith("x_") else 1
-        if arr.dtype != np.uint8 or arr.ndim != want:
-            raise DataFormatError(
-                f"{path}: array {key!r} is {arr.dtype} {arr.ndim}-D, want uint8 {want}-D"
-            )
+        _check_array(path, key, arr)
     for s in SPLITS:
         x, y = out[f"x_{s}"], out[f"y_{s}"]
         if len(x) != len(y):
