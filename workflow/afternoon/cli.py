@@ -47,7 +47,7 @@ def _init_tracking(args: argparse.Namespace) -> None:
 def _train(args: argparse.Namespace) -> None:
     import json
 
-    from afternoon.training import train_job
+    from afternoon.training_job import train_job
 
     tags = dict(tag.split("=", 1) for tag in args.tag)
     train_job(

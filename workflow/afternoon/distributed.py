@@ -143,6 +143,11 @@ class Horovod:
             "threads_per_rank": str(self.threads),
         }
 
+    def broadcast(self, obj, name: str):
+        """Rank 0's ``obj`` (any picklable value) on every rank."""
+        # Horovod: rank 0 decides, e.g. the checkpoint (epoch) every rank resumes from.
+        return self.collectives.broadcast_object(obj, root_rank=0, name=name)
+
     def shard(self, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """This rank's part of the training set: every size-th sample from the rank's offset, all
         shards the same length (at most size-1 samples dropped) so every rank runs as many steps
@@ -194,6 +199,7 @@ class Horovod:
             # TensorBoard or other metrics-based callbacks.
             hvd.callbacks.MetricAverageCallback(),
         ]
+        callbacks.append(self._statistics_callback())
         warmup = self.settings["warmup_epochs"]
         if self.settings["scale_lr"] and warmup > 0:
             # Horovod: using `lr = 1.0 * hvd.size()` from the very beginning leads to worse final
@@ -209,19 +215,39 @@ class Horovod:
             )
         return callbacks
 
+    def average_statistics(self, model) -> None:
+        """Give every rank the mean of the ranks' batch-norm moving statistics (each rank updates
+        them from its own shard: they are not gradients). Done after every epoch, so a
+        checkpoint (rank 0's) holds what every rank holds, and a resumed job matches an
+        uninterrupted one; the moving averages are affine in their state, so averaging every
+        epoch gives the mean that averaging once at the end would."""
+        import tensorflow as tf
+
+        for variable in model.non_trainable_variables:
+            if variable.dtype.is_floating:
+                # Horovod: average the ranks' moving statistics.
+                name = f"afternoon.stats.{variable.name}"
+                tensor = tf.convert_to_tensor(variable)
+                variable.assign(self.collectives.allreduce(tensor, name=name))
+
+    def _statistics_callback(self):
+        import tensorflow as tf
+
+        horovod = self
+
+        class AverageStatistics(tf.keras.callbacks.Callback):
+            def on_epoch_end(self, epoch, logs=None):
+                horovod.average_statistics(self.model)
+
+        return AverageStatistics()
+
     def finalize(self, model) -> dict:
         """Average the ranks' batch-norm statistics, then check that every rank holds the same
         weights (sha256 allgathered); returns what metrics.json records about the ranks."""
-        import tensorflow as tf
-
         from afternoon.models import build_optimizer
 
         hvd = self.collectives
-        for variable in model.non_trainable_variables:
-            if variable.dtype.is_floating:
-                # Horovod: moving statistics are not gradients: each rank kept its shard's.
-                name = f"afternoon.stats.{variable.name}"
-                variable.assign(hvd.allreduce(tf.convert_to_tensor(variable), name=name))
+        self.average_statistics(model)
         digest = hashlib.sha256()
         for weights in model.get_weights():
             digest.update(np.ascontiguousarray(weights).tobytes())

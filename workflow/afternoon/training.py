@@ -1,7 +1,8 @@
-"""Train one architecture on one dataset: the model, its history, its metrics, its MLflow run.
+"""Train one architecture on one dataset: the model, its history, its summary metrics.
 
-`train()` is the whole recipe; `train_job()` adds the files and tracking around it for a
-Snakemake job. Both run in one process per job, so TensorFlow is configured once per process.
+`train()` is the whole recipe, resumable from an epoch checkpoint; `training_job.train_job()` adds
+the files, checkpoint and MLflow run around it for a Snakemake job. Both run in one process per
+job, so TensorFlow is configured once per process.
 """
 
 from __future__ import annotations
@@ -26,20 +27,40 @@ class TrainingDiverged(AfternoonError):
 # --- Input pipeline --------------------------------------------------------------------------
 
 
-def make_dataset(
-    tf, x: np.ndarray, y: np.ndarray, batch_size: int, *, shuffle: bool, seed: int, threads: int
-):
-    """Batches of uint8 images (the model rescales them), reshuffled every epoch when training.
+def epoch_orders(n: int, seed: int, epochs: range) -> np.ndarray:
+    """The sample order of each epoch in ``epochs``: a permutation drawn from (seed, epoch), so
+    epoch e sees the same batches whether or not the job was stopped and resumed before it."""
+    return np.stack([np.random.default_rng([seed, epoch]).permutation(n) for epoch in epochs])
 
+
+def make_dataset(
+    tf,
+    x: np.ndarray,
+    y: np.ndarray,
+    batch_size: int,
+    *,
+    shuffle: bool,
+    seed: int,
+    threads: int,
+    epochs: range = range(1),
+):
+    """Batches of uint8 images (the model rescales them).
+
+    Training (``shuffle``): one pass per epoch of ``epochs``, each in ``epoch_orders``' order, as
+    one stream (``fit`` must be given ``steps_per_epoch``). Otherwise one pass in order.
     Shuffles sample *indices* and gathers whole batches from in-memory tensors: one gather per
-    batch instead of one element per image through the shuffle buffer (that per-element path is
+    batch instead of one element per image through a shuffle buffer (that per-element path is
     slower than Keras' own NumPy feeding for small models).
     """
     images, labels = tf.constant(x), tf.constant(y)
-    indices = tf.data.Dataset.range(len(x))
     if shuffle:
-        indices = indices.shuffle(len(x), seed=seed, reshuffle_each_iteration=True)
-    dataset = indices.batch(batch_size).map(
+        orders = tf.data.Dataset.from_tensor_slices(epoch_orders(len(x), seed, epochs))
+        batches = orders.flat_map(
+            lambda order: tf.data.Dataset.from_tensor_slices(order).batch(batch_size)
+        )
+    else:
+        batches = tf.data.Dataset.range(len(x)).batch(batch_size)
+    dataset = batches.map(
         lambda batch: (tf.gather(images, batch), tf.gather(labels, batch)),
         num_parallel_calls=tf.data.AUTOTUNE,
         deterministic=True,
@@ -73,25 +94,73 @@ def _callbacks(tf, spec: dict, has_validation: bool, tensorboard_dir: Path | Non
                 on_epoch(epoch + 1, logs)
 
     callbacks = [EpochRecorder()]
-    stopping = spec.get("early_stopping")
-    if stopping:
-        monitor = stopping.get("monitor", "val_loss" if has_validation else "loss")
-        if monitor.startswith("val_") and not has_validation:
-            raise ConfigError(
-                f"architecture {spec['name']!r}, early_stopping.monitor: {monitor!r} needs a "
-                "validation split (data.validation_fraction > 0)"
-            )
-        callbacks.append(
-            keras.callbacks.EarlyStopping(
-                monitor=monitor,
-                patience=stopping.get("patience", 3),
-                min_delta=stopping.get("min_delta", 0.0),
-                restore_best_weights=stopping.get("restore_best_weights", True),
-            )
-        )
+    if spec.get("early_stopping"):
+        callbacks.append(_early_stopping(keras, spec, has_validation))
     if tensorboard_dir is not None:
         callbacks.append(keras.callbacks.TensorBoard(log_dir=str(tensorboard_dir), profile_batch=0))
     return callbacks
+
+
+def _early_stopping(keras, spec: dict, has_validation: bool):
+    """Keras' EarlyStopping whose counters (and best weights) survive a stop and resume."""
+    stopping = spec["early_stopping"]
+    monitor = stopping.get("monitor", "val_loss" if has_validation else "loss")
+    if monitor.startswith("val_") and not has_validation:
+        raise ConfigError(
+            f"architecture {spec['name']!r}, early_stopping.monitor: {monitor!r} needs a "
+            "validation split (data.validation_fraction > 0)"
+        )
+
+    class ResumableEarlyStopping(keras.callbacks.EarlyStopping):
+        resumed: dict | None = None
+
+        def on_train_begin(self, logs=None):
+            super().on_train_begin(logs)
+            if self.resumed:
+                self.wait, self.best = self.resumed["wait"], self.resumed["best"]
+                self.best_epoch, self.best_weights = (
+                    self.resumed["best_epoch"],
+                    self.resumed_weights,
+                )
+
+        def state(self) -> dict:
+            return {"wait": self.wait, "best": float(self.best), "best_epoch": self.best_epoch}
+
+    return ResumableEarlyStopping(
+        monitor=monitor,
+        patience=stopping.get("patience", 3),
+        min_delta=stopping.get("min_delta", 0.0),
+        restore_best_weights=stopping.get("restore_best_weights", True),
+    )
+
+
+def _checkpoint_callback(tf, checkpointer, rows: list, state: dict, stopper):
+    """Saves the job's state (``checkpoint.Checkpointer``) at the end of every epoch, last."""
+
+    class EpochCheckpoint(tf.keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            self.started = time.perf_counter()
+
+        def on_epoch_end(self, epoch, logs=None):
+            state["train_time_s"] += time.perf_counter() - self.started
+            state.update(epoch=epoch + 1, rows=rows, stopped=bool(self.model.stop_training))
+            if stopper is not None:
+                state["early_stopping"] = stopper.state()
+            best = stopper.best_weights if stopper is not None else None
+            checkpointer.save(tf, self.model, state, best_weights=best)
+
+    return EpochCheckpoint()
+
+
+def _resume(tf, model, checkpointer, resume: dict, stopper) -> None:
+    """Put ``model`` (and early stopping) where the checkpoint ``resume`` left them."""
+    checkpointer.restore(tf, model, resume)
+    if stopper is not None and resume.get("early_stopping"):
+        stopper.resumed = resume["early_stopping"]
+        stopper.resumed_weights = checkpointer.best_weights(resume)
+        if resume.get("stopped") and stopper.restore_best_weights and stopper.resumed_weights:
+            model.set_weights(stopper.resumed_weights)  # what on_train_end would have done
+    log.info("resuming %s from the checkpoint of epoch %d", checkpointer.directory, resume["epoch"])
 
 
 # --- Training --------------------------------------------------------------------------------
@@ -106,12 +175,17 @@ def train(
     on_epoch=None,
     verbose: int = 2,
     distributed=None,
+    checkpointer=None,
+    resume: dict | None = None,
+    state: dict | None = None,
 ):
     """Build and fit the model of ``spec`` on ``data`` (arrays of a preprocessed npz).
 
     Returns (model, history rows, summary). ``on_epoch(epoch, logs)`` is called after each epoch.
     ``distributed``: this process's rank of a data-parallel job (``afternoon.distributed``), or
     None for one process; it shards the data, wraps the optimizer and adds its callbacks.
+    ``checkpointer`` (``afternoon.checkpoint``): saved after every epoch with ``state`` (extra
+    keys, e.g. the MLflow run id); ``resume``: a state it loaded, to continue from.
     """
     from afternoon.config import architecture_of
     from afternoon.models import build_model, count_params
@@ -125,7 +199,7 @@ def train(
         seed=spec["seed"],
         mixed_precision=spec.get("precision", "float32"),
     )
-    batch_size = spec["batch_size"]
+    batch_size, epochs = spec["batch_size"], spec["epochs"]
     x_train, y_train = data["x_train"], data["y_train"]
     callbacks = []
     if distributed is not None:
@@ -133,47 +207,66 @@ def train(
         x_train, y_train = distributed.shard(x_train, y_train)
         distributed.compile(model)
         callbacks = distributed.callbacks(steps_per_epoch=math.ceil(len(x_train) / batch_size))
-    train_data = make_dataset(
-        tf,
-        x_train,
-        y_train,
-        batch_size,
-        shuffle=True,
-        seed=spec["seed"],
-        threads=threads,
-    )
-    val_data = None
-    if has_validation:
-        val_data = make_dataset(
-            tf,
-            data["x_val"],
-            data["y_val"],
-            batch_size,
-            shuffle=False,
-            seed=spec["seed"],
-            threads=threads,
-        )
-    rows: list[dict] = []
+    rows: list[dict] = list(resume["rows"]) if resume else []
 
     def record(epoch, logs):
         rows.append({"epoch": epoch, **{k: float(v) for k, v in logs.items()}})
         if on_epoch:
             on_epoch(epoch, logs)
 
-    started = time.perf_counter()
-    model.fit(
-        train_data,
-        epochs=spec["epochs"],
-        validation_data=val_data,
-        callbacks=callbacks + _callbacks(tf, spec, has_validation, tensorboard_dir, record),
-        verbose=verbose,
+    callbacks += _callbacks(tf, spec, has_validation, tensorboard_dir, record)
+    stopper = next((c for c in callbacks if hasattr(c, "resumed")), None)
+    first_epoch = resume["epoch"] if resume else 0
+    if resume:
+        _resume(tf, model, checkpointer, resume, stopper)
+    if checkpointer is not None:
+        state = {**(state or {}), "train_time_s": resume["train_time_s"] if resume else 0.0}
+        callbacks.append(_checkpoint_callback(tf, checkpointer, rows, state, stopper))
+    if first_epoch < epochs and not (resume and resume.get("stopped")):
+        _fit(
+            tf,
+            model,
+            spec,
+            data,
+            (x_train, y_train),
+            range(first_epoch, epochs),
+            callbacks,
+            threads,
+            verbose,
+        )
+    train_time = (
+        state["train_time_s"] if checkpointer is not None else sum(r["epoch_time_s"] for r in rows)
     )
-    summary = _summary(spec, rows, time.perf_counter() - started, len(data["x_train"]))
+    summary = _summary(spec, rows, train_time, len(data["x_train"]))
     summary["parameters"] = count_params(model)
+    summary["resumed_from_epoch"] = first_epoch
     if distributed is not None:
         # Horovod: same weights on every rank, or fail (checksums allgathered).
         summary.update(distributed.finalize(model))
     return model, rows, summary
+
+
+def _fit(tf, model, spec, data, train_arrays, epochs: range, callbacks, threads, verbose) -> None:
+    """``model.fit`` over ``epochs`` (a resumed job starts past 0), validating every epoch."""
+    batch_size, seed = spec["batch_size"], spec["seed"]
+    x_train, y_train = train_arrays
+    train_data = make_dataset(
+        tf, x_train, y_train, batch_size, shuffle=True, seed=seed, threads=threads, epochs=epochs
+    )
+    val_data = None
+    if len(data["x_val"]) > 0:
+        val_data = make_dataset(
+            tf, data["x_val"], data["y_val"], batch_size, shuffle=False, seed=seed, threads=threads
+        )
+    model.fit(
+        train_data,
+        epochs=epochs.stop,
+        initial_epoch=epochs.start,
+        steps_per_epoch=math.ceil(len(x_train) / batch_size),
+        validation_data=val_data,
+        callbacks=callbacks,
+        verbose=verbose,
+    )
 
 
 def _summary(spec: dict, rows: list[dict], train_time: float, n_train: int) -> dict:
@@ -195,80 +288,4 @@ def _summary(spec: dict, rows: list[dict], train_time: float, n_train: int) -> d
     for key, value in last.items():
         if key not in ("epoch", "epoch_time_s"):
             summary[f"final_{key}"] = value
-    return summary
-
-
-# --- One Snakemake job: files and tracking around train() --------------------------------------
-
-
-def train_job(
-    spec: dict,
-    npz: Path,
-    card: Path,
-    out_dir: Path,
-    tracking_marker: Path,
-    threads: int,
-    context: dict | None = None,
-) -> dict:
-    """Train, then write model.keras, history.csv, metrics.json, run.json (each atomically).
-
-    A distributed job (``spec["distributed"]``, one process per rank): every rank trains, rank 0
-    alone writes the files and the job's one MLflow run.
-    """
-    import pandas as pd
-
-    from afternoon import distributed, tracking
-    from afternoon.fileio import atomic_path, read_json, sha256_file, write_json_atomic
-    from afternoon.preprocess import load_npz
-
-    # Horovod: None for one process; else hvd.init() and this rank's share of the threads.
-    dist = distributed.start(spec, threads)
-    data = load_npz(npz)
-    dataset_card = read_json(card)
-    spec = {**spec, "num_classes": len(dataset_card["class_names"])}
-    if dist is not None and not dist.is_root:  # Horovod: the other ranks only train.
-        return train(spec, data, threads=dist.threads, verbose=0, distributed=dist)[2]
-    marker = read_json(tracking_marker)
-    uri = tracking.resolve_tracking_uri(
-        marker["tracking_uri"], tracking_marker.with_name("mlflow.db")
-    )
-    tags = tracking.provenance_tags(
-        Path(__file__).resolve().parents[2],
-        extra={
-            "config_hash": tracking.config_hash(spec),
-            "dataset_sha256": dataset_card.get("npz_sha256", "unknown"),
-            "architecture": spec["name"],
-            "dataset": spec["dataset"],
-            **(dist.tags() if dist else {"world_size": "1"}),
-            **(context or {}),
-        },
-    )
-    out_dir.mkdir(parents=True, exist_ok=True)
-    run_name = f"{spec['name']}@{spec['dataset']}"
-    with tracking.RunLogger.start(uri, marker["experiment"], run_name, spec, tags) as run:
-        tracking.write_run_record(out_dir / "run.json", run.run_id, uri, marker["experiment"])
-        model, rows, summary = train(
-            spec,
-            data,
-            threads=dist.threads if dist else threads,
-            tensorboard_dir=out_dir / "tensorboard",
-            on_epoch=lambda epoch, logs: run.log_metrics(logs, step=epoch),
-            distributed=dist,
-        )
-        with atomic_path(out_dir / "model.keras") as tmp:
-            model.save(tmp)
-        with atomic_path(out_dir / "history.csv") as tmp:
-            pd.DataFrame(rows).to_csv(tmp, index=False)
-        summary.update(run_id=run.run_id, model_sha256=sha256_file(out_dir / "model.keras"))
-        run.log_metrics({k: v for k, v in summary.items() if isinstance(v, int | float)})
-        for name in ("model.keras", "history.csv"):
-            run.log_artifact(out_dir / name)
-        write_json_atomic(out_dir / "metrics.json", summary)
-        run.log_artifact(out_dir / "metrics.json")
-    log.info(
-        "%s: %d epochs, final %s",
-        run_name,
-        summary["epochs_run"],
-        {k: round(v, 4) for k, v in summary.items() if k.startswith("final_")},
-    )
     return summary

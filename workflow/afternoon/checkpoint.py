@@ -1,0 +1,117 @@
+"""Epoch checkpoints: a training job stopped by SIGTERM or SIGKILL (a Slurm time limit, a
+preemption, Ctrl-C) resumes where it stopped instead of from epoch 0.
+
+After every epoch the job's ``checkpoint/`` directory (beside its outputs, not one of them, so
+Snakemake keeps it when it removes a failed job's outputs) receives:
+
+- ``epoch-N.index`` / ``epoch-N.data-*``: a ``tf.train.Checkpoint`` of the weights, the optimizer
+  (step count, moments, learning rate) and the random generators of the dropout and augmentation
+  layers; ``epoch-N.best.npz``: early stopping's best weights, when it keeps them;
+- ``state.json``, written last and atomically: the epoch, the history rows so far, the training
+  time, early stopping's counters, the MLflow run id, and the fingerprint of what is trained
+  (spec, data, ranks). A checkpoint whose fingerprint differs from the job's is discarded.
+
+Older epochs' files are removed only after ``state.json`` names the new ones: a kill at any moment
+leaves one complete checkpoint. The batches of epoch e are a function of (seed, e) (see
+``training.make_dataset``), so a resumed job sees the batches an uninterrupted one would; with op
+determinism on, it ends with identical weights (tests/test_resume.py).
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from pathlib import Path
+
+import numpy as np
+
+from afternoon.errors import DataFormatError
+from afternoon.fileio import atomic_path, read_json, write_json_atomic
+
+log = logging.getLogger("afternoon.checkpoint")
+
+STATE = "state.json"
+
+
+def trackables(model) -> dict:
+    """What a checkpoint holds: the model, its optimizer, and each random layer's generator
+    (dropout masks and augmentation draws continue their sequence after a resume)."""
+    objects = {"model": model, "optimizer": model.optimizer}
+    for layer in model.layers:
+        generator = getattr(getattr(layer, "_random_generator", None), "_generator", None)
+        if generator is not None:
+            objects[f"rng_{layer.name}"] = generator
+    return objects
+
+
+def build_optimizer_state(model) -> None:
+    """Create the optimizer's variables now (they are otherwise made at the first step), so a
+    restore fills them at once instead of deferring."""
+    optimizer, variables = model.optimizer, model.trainable_variables
+    if hasattr(optimizer, "_create_all_weights"):  # legacy (Keras 2.10-style) optimizers, Horovod
+        optimizer._create_all_weights(variables)
+    else:
+        optimizer.build(variables)
+
+
+class Checkpointer:
+    """The ``checkpoint/`` directory of one training job; ``writer`` False on Horovod's other ranks
+    (they read what rank 0 wrote)."""
+
+    def __init__(self, directory: Path, fingerprint: dict, *, writer: bool = True):
+        self.directory, self.fingerprint, self.writer = Path(directory), fingerprint, writer
+
+    def load(self) -> dict | None:
+        """The saved state, or None (nothing saved; or saved for another spec/data: discarded)."""
+        path = self.directory / STATE
+        if not path.exists():
+            return None
+        try:
+            state = read_json(path)
+            if not isinstance(state, dict) or state.get("fingerprint") != self.fingerprint:
+                why = "it was written for another spec, dataset or number of ranks"
+                raise DataFormatError(f"{path}: {why}")
+            if not Path(f"{self.directory / state['checkpoint']}.index").exists():
+                raise DataFormatError(f"{path}: its checkpoint {state['checkpoint']} is missing")
+        except (DataFormatError, KeyError, TypeError) as err:
+            log.warning("checkpoint not used, training starts at epoch 1: %s", err)
+            if self.writer:
+                self.clear()
+            return None
+        return state
+
+    def restore(self, tf, model, state: dict) -> None:
+        """Weights, optimizer and generators of ``state``'s epoch into ``model`` (compiled)."""
+        build_optimizer_state(model)
+        prefix = str(self.directory / state["checkpoint"])
+        tf.train.Checkpoint(**trackables(model)).read(prefix).assert_existing_objects_matched()
+
+    def best_weights(self, state: dict) -> list | None:
+        """Early stopping's best weights saved with ``state``, if any."""
+        name = state.get("best_weights")
+        if not name:
+            return None
+        with np.load(self.directory / name, allow_pickle=False) as saved:
+            return [saved[f"w{i}"] for i in range(len(saved.files))]
+
+    def save(self, tf, model, state: dict, best_weights: list | None = None) -> None:
+        """Write epoch ``state['epoch']``, then ``state.json``, then drop older epochs."""
+        if not self.writer:
+            return
+        self.directory.mkdir(parents=True, exist_ok=True)
+        name = f"epoch-{state['epoch']}"
+        tf.train.Checkpoint(**trackables(model)).write(str(self.directory / name))
+        state = {**state, "checkpoint": name, "fingerprint": self.fingerprint}
+        if best_weights is not None:
+            with atomic_path(self.directory / f"{name}.best.npz") as tmp:
+                np.savez(tmp, **{f"w{i}": w for i, w in enumerate(best_weights)})
+            state["best_weights"] = f"{name}.best.npz"
+        write_json_atomic(self.directory / STATE, state)
+        for old in self.directory.iterdir():
+            if old.name != STATE and not old.name.startswith(f"{name}."):
+                old.unlink(missing_ok=True)
+
+    def clear(self) -> None:
+        """Remove the checkpoint (the job finished: its outputs are the result)."""
+        if self.writer:
+            shutil.rmtree(self.directory, ignore_errors=True)
