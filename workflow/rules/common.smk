@@ -27,6 +27,7 @@ from afternoon.config import (
 from afternoon.distributed import ranks_of
 from afternoon.errors import AfternoonError
 from afternoon.registry import dataset_entry
+from afternoon.tracking import resolve_tracking_uri
 
 SCHEMA = str(Path(workflow.basedir) / "workflow/schemas/config.schema.yaml")
 RESULTS = "results"
@@ -38,6 +39,8 @@ try:
     ZOO = load_zoo(config["zoo"])
     ARCHITECTURES = selected_architectures(config, ZOO)
     check_inputs_fit(config["datasets"], ZOO, ARCHITECTURES)
+    # A malformed tracking.uri or MLFLOW_TRACKING_URI stops the dry run, not a job later.
+    resolve_tracking_uri(config["tracking"]["uri"], Path(RESULTS) / "mlflow/mlflow.db")
 except AfternoonError as err:
     sys.exit(f"afternoon: {err}")
 
