@@ -32,7 +32,7 @@ from pathlib import Path
 import mlflow.store.tracking.sqlalchemy_store  # imported (~1 s) before the start line, so
 import mlflow.tracking  # that all workers start their runs and write at once
 from afternoon import tracking
-logging.basicConfig(level=logging.WARNING)
+logging.basicConfig(level=logging.INFO)  # retries are logged at INFO
 uri, go, index = sys.argv[1], Path(sys.argv[2]), int(sys.argv[3])
 Path(f"{go}.ready{index}").touch()
 deadline = time.monotonic() + 120  # never outlive a failed test by long
@@ -146,7 +146,12 @@ def test_run_full_cycle_then_resume(store, tmp_path):
     assert [a.path for a in client.list_artifacts(run.run_id, "plots")] == ["plots/curve.png"]
 
     record = tracking.read_run_record(tmp_path / "run.json")
-    assert record == {"run_id": run.run_id, "tracking_uri": uri, "experiment": EXPERIMENT}
+    assert record == {
+        "run_id": run.run_id,
+        "tracking_uri": uri,
+        "experiment": EXPERIMENT,
+        "complete": True,
+    }
     with tracking.RunLogger.resume(record["tracking_uri"], record["run_id"]) as evaluation:
         evaluation.log_metrics({"test_accuracy": 0.97, "test_loss": 0.1})
         evaluation.set_tags({"afternoon.evaluated": "yes"})

@@ -75,6 +75,12 @@ def _evaluate(args: argparse.Namespace) -> None:
     )
 
 
+def _sync_tracking(args: argparse.Namespace) -> None:
+    from afternoon.sync import sync_tracking
+
+    sync_tracking(Path(args.results), Path(args.marker) if args.marker else None)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="afternoon", description=__doc__.splitlines()[0])
     stages = parser.add_subparsers(dest="stage", required=True)
@@ -121,6 +127,11 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--misclassified", type=int, default=25)
     evaluate.add_argument("--threads", type=int, default=2)
     evaluate.set_defaults(handler=_evaluate)
+
+    sync = stages.add_parser("sync-tracking", help="re-log runs whose tracking failed, from disk")
+    sync.add_argument("--results", default="results", help="the results directory")
+    sync.add_argument("--marker", default="", help="default: RESULTS/mlflow/tracking.json")
+    sync.set_defaults(handler=_sync_tracking)
     return parser
 
 

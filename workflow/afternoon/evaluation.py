@@ -29,6 +29,14 @@ OUTPUT_FILES = {
     "misclassified": "misclassified.png",
     "misclassified_csv": "misclassified.csv",
 }
+# the files evaluate_job logs to the training run (under "evaluation/"), sync-tracking too
+LOGGED_FILES = (
+    "metrics.json",
+    "confusion_matrix.csv",
+    "confusion_matrix.png",
+    "per_class.csv",
+    "misclassified.png",
+)
 TIMED_PASSES = 3
 SCORES = ("precision", "recall", "f1", "support")  # per_class columns after "class"
 
@@ -228,6 +236,20 @@ def evaluate_run(
     return metrics
 
 
+def logged_metrics(metrics: dict) -> dict:
+    """The evaluation metrics that go to the training job's MLflow run."""
+    return {key: value for key, value in metrics.items() if key != "n_test"}
+
+
+def default_marker(run_record: Path) -> Path:
+    """The tracking marker of the results tree holding ``runs/<dataset>/<arch>/run.json`` (for
+    a run.json elsewhere, a marker path beside it: its pending entries go there)."""
+    run_dir = Path(run_record).resolve().parent
+    if run_dir.parent.parent.name == "runs":
+        return run_dir.parents[2] / "mlflow" / "tracking.json"
+    return run_dir / "tracking.json"
+
+
 def evaluate_job(
     model_path: Path,
     run_record: Path,
@@ -236,21 +258,29 @@ def evaluate_job(
     out_dir: Path,
     n_misclassified: int = 25,
     threads: int | None = None,
+    tracking_marker: Path | None = None,
 ) -> dict:
-    """evaluate_run, then log its metrics and files to the training job's MLflow run."""
+    """evaluate_run, then log its metrics and files to the training job's MLflow run.
+
+    A tracking outage (or a training run that was never tracked: run_id None) does not fail the
+    job: its files are written all the same and it is queued for ``sync-tracking``.
+    """
     from afternoon import tracking
 
     record = tracking.read_run_record(run_record)
     metrics = evaluate_run(model_path, npz_path, card_path, out_dir, n_misclassified, threads)
+    marker = Path(tracking_marker) if tracking_marker else default_marker(run_record)
+    if record["run_id"] is None:
+        why = f"{run_record} names no MLflow run (training was not tracked)"
+        log.warning(f"{why}: evaluation metrics pending, for `{tracking.SYNC_HINT}`")
+        tracking.record_pending(marker, Path(run_record).parent, "evaluate", why, eval_dir=out_dir)
+        return metrics
     uri = tracking.resolve_tracking_uri(record["tracking_uri"], Path(run_record).parent)
-    run = tracking.RunLogger.resume(uri, record["run_id"])
-    run.log_metrics({key: value for key, value in metrics.items() if key != "n_test"})
-    for name in (
-        "metrics.json",
-        "confusion_matrix.csv",
-        "confusion_matrix.png",
-        "per_class.csv",
-        "misclassified.png",
-    ):
+    run = tracking.RunLogger.resume(uri, record["run_id"], offline_ok=True)
+    run.log_metrics(logged_metrics(metrics))
+    for name in LOGGED_FILES:
         run.log_artifact(Path(out_dir) / name, artifact_path="evaluation")
+    if run.degraded:
+        run_dir = Path(run_record).parent
+        tracking.record_pending(marker, run_dir, "evaluate", run.failure, eval_dir=out_dir)
     return metrics

@@ -1,0 +1,208 @@
+"""Re-log the runs whose tracking failed from the files their jobs left on disk:
+``python -m afternoon.cli sync-tracking --results results``.
+
+Each ledger entry (``records.record_pending``) names a run directory. Its run.json gives the
+params, tags and MLflow run (if one was created); history.csv the per-epoch metrics (step =
+epoch); metrics.json the summary; ``eval/<dataset>/<arch>/`` the evaluation. A run that exists
+gets only what it lacks (no metric step twice), a missing one is created; either ends FINISHED.
+run.json then names the run, with its mtime kept so that Snakemake reruns nothing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import fcntl
+import os
+import sys
+import time
+from pathlib import Path
+
+from afternoon import tracking
+from afternoon.errors import DataFormatError
+from afternoon.evaluation import LOGGED_FILES, logged_metrics
+from afternoon.fileio import read_json, write_json_atomic
+from afternoon.provenance import first_line, flatten_params, redact, strip_credentials
+from afternoon.retries import is_transient, why, with_retries
+
+TRAIN_FILES = ("model.keras", "history.csv", "metrics.json")  # what train_job logs, at the root
+
+
+def sync_tracking(results: Path, marker: Path | None = None) -> list[str]:
+    """Sync every pending run; one line per run on stdout. Returns the run ids synced.
+
+    Raises TrackingError (entries kept) if the store is unreachable or a run could not be synced.
+    """
+    marker = Path(marker) if marker else Path(results) / "mlflow" / "tracking.json"
+    with _exclusive(tracking.pending_dir(marker)), _quiet_mlflow():
+        runs: dict[str, list[tuple[Path, dict]]] = {}
+        for path, entry in tracking.pending_entries(marker):
+            runs.setdefault(entry["run_dir"], []).append((path, entry))
+        if not runs:
+            print(f"nothing to sync: no pending runs in {tracking.pending_dir(marker)}")
+            return []
+        uri = _tracking_uri(marker)
+        synced, failed = [], 0
+        for run_dir, entries in runs.items():
+            try:
+                run_id, line = sync_run(uri, Path(run_dir), _eval_dir(Path(run_dir), entries))
+            except Exception as err:
+                if is_transient(err):
+                    left = f"{len(runs) - len(synced)} run(s) still pending"
+                    where = f"{left} in {tracking.pending_dir(marker)}"
+                    raise tracking.TrackingError(
+                        f"tracking store {redact(uri)!r} unreachable ({why(err)}); {where}"
+                    ) from err
+                print(f"afternoon: sync-tracking: {run_dir}: {first_line(err)}", file=sys.stderr)
+                failed += 1
+                continue
+            for path, _ in entries:
+                path.unlink(missing_ok=True)
+            synced.append(run_id)
+            print(line, flush=True)
+    if failed:
+        raise tracking.TrackingError(f"{failed} of {len(runs)} pending runs not synced (above)")
+    return synced
+
+
+@contextlib.contextmanager
+def _exclusive(pending: Path):
+    """One sync at a time per results tree (two would both create the missing runs)."""
+    pending.mkdir(parents=True, exist_ok=True)
+    with open(pending / ".sync.lock", "a") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise tracking.TrackingError(f"another sync-tracking is running on {pending}") from None
+        yield
+
+
+@contextlib.contextmanager
+def _quiet_mlflow():
+    """No "View run ... at: URL" line from MLflow per run ended: ours is the one line."""
+    name = "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT"
+    old = os.environ.get(name)
+    os.environ[name] = "true"
+    try:
+        yield
+    finally:
+        os.environ.pop(name) if old is None else os.environ.update({name: old})
+
+
+def _tracking_uri(marker: Path) -> str:
+    """$MLFLOW_TRACKING_URI, else the marker's URI, else sqlite beside the marker."""
+    config_uri = read_json(marker).get("tracking_uri") if marker.is_file() else None
+    return tracking.resolve_tracking_uri(config_uri, marker.with_name("mlflow.db"))
+
+
+def _eval_dir(run_dir: Path, entries: list[tuple[Path, dict]]) -> Path:
+    """The evaluation's directory: as recorded, else results/eval/<dataset>/<arch>."""
+    recorded = [entry["eval_dir"] for _, entry in entries if entry.get("eval_dir")]
+    if recorded or len(run_dir.parents) < 3:
+        return Path(recorded[0]) if recorded else run_dir / "eval"
+    return run_dir.parents[2] / "eval" / run_dir.parent.name / run_dir.name
+
+
+def sync_run(uri: str, run_dir: Path, eval_dir: Path) -> tuple[str, str]:
+    """Log what the run lacks from the files in ``run_dir`` and ``eval_dir``; end it FINISHED;
+    point run.json at it. Returns (run id, the line to print)."""
+    record_path = run_dir / "run.json"
+    record = tracking.read_run_record(record_path)
+    for name in ("history.csv", "metrics.json"):
+        if not (run_dir / name).is_file():
+            raise DataFormatError(f"no {name}: training did not finish, run the job again")
+    steps = _history(run_dir / "history.csv")
+    summary = read_json(run_dir / "metrics.json")
+    evaluation = {}
+    if (eval_dir / "metrics.json").is_file():
+        evaluation = logged_metrics(read_json(eval_dir / "metrics.json"))
+    run, created = _open_run(uri, record, run_dir)
+    logged = with_retries(run.client.get_run, run.run_id).data
+    if not created:
+        params = flatten_params(record.get("params") or {})
+        run.log_params({k: v for k, v in params.items() if k not in logged.params})
+        run.set_tags({k: v for k, v in (record.get("tags") or {}).items() if k not in logged.tags})
+    missing = _missing_steps(run, steps, logged.metrics)
+    if summary.get("run_id") != run.run_id:  # training wrote None: no run yet
+        _keep_mtime(run_dir / "metrics.json", {**summary, "run_id": run.run_id})
+    summary = {k: v for k, v in summary.items() if _number(v)}
+    single = {k: v for k, v in {**summary, **evaluation}.items() if k not in logged.metrics}
+    if single:
+        missing.setdefault(0, {}).update(single)
+    run.log_steps(missing)
+    files = _missing_files(run, [run_dir / name for name in TRAIN_FILES], None)
+    files += _missing_files(run, [eval_dir / name for name in LOGGED_FILES], "evaluation")
+    for path, artifact_path in files:
+        run.log_artifact(path, artifact_path)
+    run.set_tags({"afternoon.tracking_synced": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
+    run.finish("FINISHED")
+    if record["run_id"] != run.run_id or not record["complete"]:
+        updated = {**record, "run_id": run.run_id, "complete": True}
+        updated["tracking_uri"] = strip_credentials(uri)
+        _keep_mtime(record_path, updated)
+    points = sum(len(values) for values in missing.values())
+    how = "created" if created else "completed"
+    return run.run_id, f"synced {run_dir}: run {run.run_id} {how}, {points} metric values, " + (
+        f"{len(files)} files"
+    )
+
+
+def _open_run(uri: str, record: dict, run_dir: Path):
+    """(RunLogger, created): the run run.json names if the store has it, else a new one."""
+    if record["run_id"]:
+        try:
+            return tracking.RunLogger.resume(uri, record["run_id"]), False
+        except tracking.TrackingError as err:
+            if getattr(err.__cause__, "error_code", "") != "RESOURCE_DOES_NOT_EXIST":
+                raise
+    params, tags = record.get("params") or {}, record.get("tags") or {}
+    name = f"{params.get('name', run_dir.name)}@{params.get('dataset', run_dir.parent.name)}"
+    return tracking.RunLogger.start(uri, record["experiment"], name, params, tags), True
+
+
+def _number(value) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _history(path: Path) -> dict[int, dict]:
+    """history.csv as {epoch: {metric: value}} (empty cells left out)."""
+    with open(path, newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    try:
+        numbers = [{k: float(v) for k, v in row.items() if v not in ("", None)} for row in rows]
+        return {int(values.pop("epoch")): values for values in numbers}
+    except (KeyError, TypeError, ValueError) as err:
+        raise DataFormatError(f"{path}: not a training history ({err})") from None
+
+
+def _missing_steps(run, steps: dict[int, dict], logged: dict) -> dict[int, dict]:
+    """The (epoch, metric) values of ``steps`` the run has not logged."""
+    keys = {key for values in steps.values() for key in values if key in logged}
+    have = {
+        key: {m.step for m in with_retries(run.client.get_metric_history, run.run_id, key)}
+        for key in keys
+    }
+    missing = {}
+    for step, values in steps.items():
+        todo = {k: v for k, v in values.items() if step not in have.get(k, ())}
+        if todo:
+            missing[step] = todo
+    return missing
+
+
+def _missing_files(run, paths: list[Path], artifact_path: str | None) -> list[tuple[Path, str]]:
+    """Files on disk the run lacks as artifacts (or holds with another size)."""
+    listed = with_retries(run.client.list_artifacts, run.run_id, artifact_path)
+    sizes = {Path(item.path).name: item.file_size for item in listed}
+    return [
+        (path, artifact_path)
+        for path in paths
+        if path.is_file() and sizes.get(path.name) != path.stat().st_size
+    ]
+
+
+def _keep_mtime(path: Path, data: dict) -> None:
+    """Rewrite a JSON output (atomically) with its old mtime: Snakemake reruns nothing."""
+    stat = path.stat()
+    write_json_atomic(path, data)
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
