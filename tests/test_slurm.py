@@ -168,9 +168,9 @@ class Study:
     jobs: list[Job] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
 
-    def snakemake(self, label: str, *args: str) -> tuple[str, str]:
-        """Run the workflow with the real Slurm profile; (output, the plugin's run id or '')."""
-        command = [
+    def command(self, *args: str) -> list[str]:
+        """The snakemake command line with the real Slurm profile."""
+        return [
             sys.executable,
             "-m",
             "snakemake",
@@ -185,6 +185,10 @@ class Study:
             "evaluate=1",
             *args,
         ]
+
+    def snakemake(self, label: str, *args: str) -> tuple[str, str]:
+        """Run the workflow with the real Slurm profile; (output, the plugin's run id or '')."""
+        command = self.command(*args)
         start = time.monotonic()
         try:
             done = subprocess.run(
@@ -205,6 +209,16 @@ class Study:
         for arch in archs:
             jobs |= {("train", f"digits_{arch}"), ("evaluate", f"digits_{arch}")}
         return jobs
+
+
+def lab_env(cluster) -> dict:
+    """The environment Snakemake runs in: the lab's site variables, this interpreter's PATH."""
+    env = {k: v for k, v in cluster.items() if not k.startswith(("SLURM_", "MLFLOW_"))}
+    env.update(LAB, SLURM_CONF=cluster["SLURM_CONF"])
+    # Jobs run `python -m afternoon.cli` from the PATH they are submitted with (sbatch
+    # --export=ALL): this interpreter's.
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    return env
 
 
 @pytest.fixture(scope="module")
@@ -230,11 +244,7 @@ def study(cluster, tmp_path_factory):
     config["training"].update(max_epochs=1, threads=1)
     (workdir / "config" / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
 
-    env = {k: v for k, v in cluster.items() if not k.startswith(("SLURM_", "MLFLOW_"))}
-    env.update(LAB, SLURM_CONF=cluster["SLURM_CONF"])
-    # Jobs run `python -m afternoon.cli` from the PATH they are submitted with (sbatch
-    # --export=ALL): this interpreter's.
-    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    env = lab_env(cluster)
     since = (datetime.now() - timedelta(minutes=1)).strftime("%Y-%m-%dT%H:%M:%S")
 
     result = Study(workdir, env, since, archs, why_not)
@@ -338,3 +348,40 @@ def test_zoo_edit_resubmits_only_that_architecture_and_the_report(study):
     run = mlflow.tracking.MlflowClient(marker["tracking_uri"]).get_run(new_run)
     (train,) = [job for job in jobs if job.rule == "train"]
     assert run.data.tags["afternoon.slurm_job_id"] == train.job_id
+
+
+def test_a_training_job_signalled_by_slurm_is_resubmitted_and_resumes(cluster, tmp_path):
+    """What the profile's `--signal=TERM@120` does before a time limit: SIGTERM to the training
+    job's steps. The job fails, the profile's retry resubmits it, and the second Slurm job resumes
+    from the first one's last epoch checkpoint."""
+    (tmp_path / "config").mkdir()
+    config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+    config.update(study="slurm-preempt", architectures=["cnn_dropout"])
+    config["training"].update(max_epochs=12, threads=1)
+    (tmp_path / "config" / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    since = (datetime.now() - timedelta(minutes=1)).strftime("%Y-%m-%dT%H:%M:%S")
+    study = Study(tmp_path, lab_env(cluster), since, ["cnn_dropout"], "not used")
+    out = tmp_path / "results/runs/digits/cnn_dropout"
+    state = out / "checkpoint" / "state.json"
+    snakemake = subprocess.Popen(study.command(), env=study.env, stdout=subprocess.PIPE,
+                                 stderr=subprocess.STDOUT, text=True)  # fmt: skip
+    deadline = time.monotonic() + RUN_TIMEOUT_S
+    while not (state.exists() and json.loads(state.read_text() or "{}").get("epoch", 0) >= 2):
+        assert snakemake.poll() is None, snakemake.communicate()[0][-4000:]
+        assert time.monotonic() < deadline, "no checkpoint in time"
+        time.sleep(0.2)
+    squeue = ["squeue", "-h", "-t", "RUNNING", "-p", "lab-gpu", "-o", "%i"]
+    running = subprocess.run(squeue, env=study.env, capture_output=True, text=True).stdout.split()
+    assert len(running) == 1, running
+    subprocess.run(["scancel", "--signal=TERM", running[0]], env=study.env, check=True)
+    output, _ = snakemake.communicate(timeout=RUN_TIMEOUT_S)
+    assert snakemake.returncode == 0, output[-6000:]
+
+    run_id = re.search(r"SLURM run ID: (\S+)", output)[1]
+    trains = [job for job in jobs_of_run(study.env, run_id, since) if job.rule == "train"]
+    assert [job.state for job in trains] == ["FAILED", "COMPLETED"], trains
+    log = (tmp_path / "results/logs/train/digits/cnn_dropout.log").read_text()
+    assert "from the checkpoint of epoch" in log
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["resumed_from_epoch"] >= 2 and metrics["epochs_run"] == 12
+    assert not (out / "checkpoint").exists()
