@@ -413,6 +413,23 @@ def test_disk_full_while_writing_the_npz(tmp_path):
     assert after == before
 
 
+def test_disk_full_while_downloading(tmp_path):
+    mirror = tmp_path / "mirror"
+    (mirror / "mnist").mkdir(parents=True)
+    (mirror / "mnist" / MNIST_FIRST).write_bytes(bytes(MNIST_FIRST_SIZE))
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    with mounted("full", raw):
+        finished_dir(raw, "MANIFEST.json")
+        before = snapshot(raw)
+        result = _download(raw, str(mirror))
+        after = snapshot(raw)
+    one_error_line(
+        result, "afternoon: error:", f"cannot write {raw}/{MNIST_FIRST}", "No space left on device"
+    )
+    assert after == before
+
+
 # --- Training inputs: a NaN npz, a loss that turns NaN, a malformed tracking URI --------------
 
 
