@@ -11,6 +11,11 @@ Snakemake keeps it when it removes a failed job's outputs) receives:
   time, early stopping's counters, the MLflow run id, and the fingerprint of what is trained
   (spec, data, ranks). A checkpoint whose fingerprint differs from the job's is discarded.
 
+Saving costs tens of milliseconds (``bench/checkpoint_cost.py``): for epochs shorter than
+``OVERHEAD`` times that, a save is skipped until that much time has passed since the last one, so
+checkpoints never cost more than 1/``OVERHEAD`` of the training time; a stop then resumes from
+a few epochs back, never more than a few seconds of work.
+
 Older epochs' files are removed only after ``state.json`` names the new ones: a kill at any moment
 leaves one complete checkpoint. The batches of epoch e are a function of (seed, e) (see
 ``training.make_dataset``), so a resumed job sees the batches an uninterrupted one would; with op
@@ -21,6 +26,7 @@ from __future__ import annotations
 
 import logging
 import shutil
+import time
 from pathlib import Path
 
 import numpy as np
@@ -31,6 +37,7 @@ from afternoon.fileio import atomic_path, read_json, write_json_atomic
 log = logging.getLogger("afternoon.checkpoint")
 
 STATE = "state.json"
+OVERHEAD = 20  # seconds of training per second spent saving, at least
 
 
 def trackables(model) -> dict:
@@ -60,6 +67,20 @@ class Checkpointer:
 
     def __init__(self, directory: Path, fingerprint: dict, *, writer: bool = True):
         self.directory, self.fingerprint, self.writer = Path(directory), fingerprint, writer
+        self._checkpoint = None  # one tf.train.Checkpoint per model: building it costs more
+        self._saved_at, self._save_cost = None, 0.0
+
+    def due(self) -> bool:
+        """Save now? Yes unless the last save (in this process) was under OVERHEAD x its cost
+        ago: short epochs are checkpointed every few epochs instead of every one."""
+        if self._saved_at is None:
+            return True
+        return time.perf_counter() - self._saved_at >= OVERHEAD * self._save_cost
+
+    def _of(self, tf, model):
+        if self._checkpoint is None or self._checkpoint[0] is not model:
+            self._checkpoint = (model, tf.train.Checkpoint(**trackables(model)))
+        return self._checkpoint[1]
 
     def load(self) -> dict | None:
         """The saved state, or None (nothing saved; or saved for another spec/data: discarded)."""
@@ -84,7 +105,7 @@ class Checkpointer:
         """Weights, optimizer and generators of ``state``'s epoch into ``model`` (compiled)."""
         build_optimizer_state(model)
         prefix = str(self.directory / state["checkpoint"])
-        tf.train.Checkpoint(**trackables(model)).read(prefix).assert_existing_objects_matched()
+        self._of(tf, model).read(prefix).assert_existing_objects_matched()
 
     def best_weights(self, state: dict) -> list | None:
         """Early stopping's best weights saved with ``state``, if any."""
@@ -98,9 +119,10 @@ class Checkpointer:
         """Write epoch ``state['epoch']``, then ``state.json``, then drop older epochs."""
         if not self.writer:
             return
+        started = time.perf_counter()
         self.directory.mkdir(parents=True, exist_ok=True)
         name = f"epoch-{state['epoch']}"
-        tf.train.Checkpoint(**trackables(model)).write(str(self.directory / name))
+        self._of(tf, model).write(str(self.directory / name))
         state = {**state, "checkpoint": name, "fingerprint": self.fingerprint}
         if best_weights is not None:
             with atomic_path(self.directory / f"{name}.best.npz") as tmp:
@@ -110,6 +132,8 @@ class Checkpointer:
         for old in self.directory.iterdir():
             if old.name != STATE and not old.name.startswith(f"{name}."):
                 old.unlink(missing_ok=True)
+        self._saved_at = time.perf_counter()
+        self._save_cost = self._saved_at - started
 
     def clear(self) -> None:
         """Remove the checkpoint (the job finished: its outputs are the result)."""

@@ -7,7 +7,6 @@ fix are one line on stderr (`afternoon: error: ...`) and exit status 1.
 from __future__ import annotations
 
 import argparse
-import errno
 import logging
 import signal
 import sys
@@ -135,10 +134,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-# Write failures the user can act on (permissions, read-only or full file system, quota).
-_WRITE_ERRORS = {errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT}
-
-
 def run_stage(stage, *args) -> int:
     """Run one stage; an error the user can fix is one line on stderr and exit status 1.
 
@@ -146,6 +141,7 @@ def run_stage(stage, *args) -> int:
     says so in one line and exits 128 + the signal number, as a process killed by it would.
     """
     from afternoon.errors import AfternoonError
+    from afternoon.fileio import WRITE_ERRNOS
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     try:
@@ -154,7 +150,7 @@ def run_stage(stage, *args) -> int:
         print(f"afternoon: error: {err}", file=sys.stderr)
         return 1
     except OSError as err:
-        if err.errno not in _WRITE_ERRORS:
+        if err.errno not in WRITE_ERRNOS:
             raise
         where = f"{err.filename}: " if err.filename else ""
         print(f"afternoon: error: cannot write {where}{err.strerror}", file=sys.stderr)

@@ -186,19 +186,29 @@ class Horovod:
         loss and metrics as build_model."""
         model.compile(self._optimizer(), loss=model.loss, metrics=["accuracy"])
 
-    def callbacks(self, steps_per_epoch: int) -> list:
+    def broadcast_variables(self, model) -> None:
+        """Rank 0's weights and optimizer state on every rank, before the first step: a resumed
+        job (every rank restored rank 0's checkpoint; this makes sure)."""
+        # Horovod: broadcast the restored variables from rank 0 to all other processes, now.
+        # (BroadcastGlobalVariablesCallback would do it after the first batch, overwriting
+        # the other ranks' batch-norm statistics of that batch: not what an uninterrupted
+        # run does at that epoch.)
+        self.collectives.broadcast_variables(model.variables, root_rank=0)
+        self.collectives.broadcast_variables(model.optimizer.variables(), root_rank=0)
+
+    def callbacks(self, steps_per_epoch: int, resumed: bool = False) -> list:
         """Callbacks that go before all others (they change the logs the others read)."""
         hvd = self.hvd
-        callbacks = [
+        callbacks = []
+        if not resumed:
             # Horovod: broadcast initial variable states from rank 0 to all other processes.
             # This is necessary to ensure consistent initialization of all workers when
-            # training is started with random weights or restored from a checkpoint.
-            hvd.callbacks.BroadcastGlobalVariablesCallback(0),
-            # Horovod: average metrics among workers at the end of every epoch.
-            # Note: this callback must be in the list before the ReduceLROnPlateau,
-            # TensorBoard or other metrics-based callbacks.
-            hvd.callbacks.MetricAverageCallback(),
-        ]
+            # training is started with random weights.
+            callbacks.append(hvd.callbacks.BroadcastGlobalVariablesCallback(0))
+        # Horovod: average metrics among workers at the end of every epoch.
+        # Note: this callback must be in the list before the ReduceLROnPlateau,
+        # TensorBoard or other metrics-based callbacks.
+        callbacks.append(hvd.callbacks.MetricAverageCallback())
         callbacks.append(self._statistics_callback())
         warmup = self.settings["warmup_epochs"]
         if self.settings["scale_lr"] and warmup > 0:

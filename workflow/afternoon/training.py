@@ -135,7 +135,8 @@ def _early_stopping(keras, spec: dict, has_validation: bool):
 
 
 def _checkpoint_callback(tf, checkpointer, rows: list, state: dict, stopper):
-    """Saves the job's state (``checkpoint.Checkpointer``) at the end of every epoch, last."""
+    """Saves the job's state (``checkpoint.Checkpointer``) at the end of an epoch (every one,
+    unless they are so short that saving would cost more than 5 % of the time); runs last."""
 
     class EpochCheckpoint(tf.keras.callbacks.Callback):
         def on_epoch_begin(self, epoch, logs=None):
@@ -147,7 +148,8 @@ def _checkpoint_callback(tf, checkpointer, rows: list, state: dict, stopper):
             if stopper is not None:
                 state["early_stopping"] = stopper.state()
             best = stopper.best_weights if stopper is not None else None
-            checkpointer.save(tf, self.model, state, best_weights=best)
+            if checkpointer.due() or self.model.stop_training:
+                checkpointer.save(tf, self.model, state, best_weights=best)
 
     return EpochCheckpoint()
 
@@ -206,7 +208,8 @@ def train(
         # Horovod: this rank's shard, the distributed optimizer, broadcast/average/warm-up.
         x_train, y_train = distributed.shard(x_train, y_train)
         distributed.compile(model)
-        callbacks = distributed.callbacks(steps_per_epoch=math.ceil(len(x_train) / batch_size))
+        steps = math.ceil(len(x_train) / batch_size)
+        callbacks = distributed.callbacks(steps_per_epoch=steps, resumed=resume is not None)
     rows: list[dict] = list(resume["rows"]) if resume else []
 
     def record(epoch, logs):
@@ -219,6 +222,8 @@ def train(
     first_epoch = resume["epoch"] if resume else 0
     if resume:
         _resume(tf, model, checkpointer, resume, stopper)
+        if distributed is not None:
+            distributed.broadcast_variables(model)  # Horovod: rank 0's restored state everywhere.
     if checkpointer is not None:
         state = {**(state or {}), "train_time_s": resume["train_time_s"] if resume else 0.0}
         callbacks.append(_checkpoint_callback(tf, checkpointer, rows, state, stopper))

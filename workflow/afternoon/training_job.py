@@ -8,9 +8,10 @@ only its ``checkpoint/`` (``afternoon.checkpoint``), from which the next attempt
 from __future__ import annotations
 
 import logging
+import shutil
 from pathlib import Path
 
-from afternoon.training import train
+from afternoon.training import TrainingDiverged, train
 
 log = logging.getLogger("afternoon.training")
 
@@ -113,6 +114,11 @@ def _train_and_track(
                 },
             )
             _write_outputs(out_dir, model, rows, summary, run)
+    except TrainingDiverged:
+        # Resuming would diverge again: keep neither the checkpoint nor TensorBoard's events.
+        checkpointer.clear()
+        shutil.rmtree(out_dir / "tensorboard", ignore_errors=True)
+        raise
     except tracking.Terminated as err:
         saved = checkpointer.load()
         kept = f"the checkpoint of epoch {saved['epoch']}" if saved else "no checkpoint yet"
