@@ -366,7 +366,7 @@ def test_a_training_job_signalled_by_slurm_is_resubmitted_and_resumes(cluster, t
     snakemake = subprocess.Popen(study.command(), env=study.env, stdout=subprocess.PIPE,
                                  stderr=subprocess.STDOUT, text=True)  # fmt: skip
     deadline = time.monotonic() + RUN_TIMEOUT_S
-    while not (state.exists() and json.loads(state.read_text() or "{}").get("epoch", 0) >= 2):
+    while not (state.exists() and json.loads(state.read_text() or "{}").get("epoch", 0) >= 1):
         assert snakemake.poll() is None, snakemake.communicate()[0][-4000:]
         assert time.monotonic() < deadline, "no checkpoint in time"
         time.sleep(0.2)
@@ -383,5 +383,5 @@ def test_a_training_job_signalled_by_slurm_is_resubmitted_and_resumes(cluster, t
     log = (tmp_path / "results/logs/train/digits/cnn_dropout.log").read_text()
     assert "from the checkpoint of epoch" in log
     metrics = json.loads((out / "metrics.json").read_text())
-    assert metrics["resumed_from_epoch"] >= 2 and metrics["epochs_run"] == 12
+    assert metrics["resumed_from_epoch"] >= 1 and metrics["epochs_run"] == 12
     assert not (out / "checkpoint").exists()
