@@ -9,7 +9,9 @@ set for the lab (partitions, account, and memory and polling sized for a small m
 A small study (digits, fc64 + cnn1, one epoch; plus fc64 on 2 Horovod ranks when
 ``horovod.tensorflow.keras`` imports with MPI) runs once per module; the tests then read sacct,
 the outputs and MLflow, run Snakemake again (nothing to submit) and after a zoo edit (only that
-architecture's jobs and the report are resubmitted).
+architecture's jobs and the report are resubmitted). A second study has its training job
+signalled by Slurm (SIGTERM, as `--signal=TERM@120` does before a time limit): the profile's
+retry resubmits it and it resumes from its checkpoint.
 """
 
 import copy
@@ -355,8 +357,9 @@ def test_a_training_job_signalled_by_slurm_is_resubmitted_and_resumes(cluster, t
     job's steps. The job fails, the profile's retry resubmits it, and the second Slurm job resumes
     from the first one's last epoch checkpoint."""
     (tmp_path / "config").mkdir()
+    (tmp_path / "config" / "zoo.yaml").write_text((REPO / "config" / "zoo.yaml").read_text())
     config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
-    config.update(study="slurm-preempt", architectures=["cnn_dropout"])
+    config.update(study="slurm-preempt", architectures=["cnn_dropout"], zoo="config/zoo.yaml")
     config["training"].update(max_epochs=12, threads=1)
     (tmp_path / "config" / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
     since = (datetime.now() - timedelta(minutes=1)).strftime("%Y-%m-%dT%H:%M:%S")
