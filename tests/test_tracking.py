@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
-from afternoon import tracking
+from afternoon import retries, tracking
 from afternoon.errors import ConfigError, DataFormatError
 from conftest import REPO
 
@@ -288,6 +288,41 @@ def test_refused_connection_to_a_tracking_server_is_transient(monkeypatch):
     assert tracking.is_transient(err.value)
     assert tracking.is_transient(requests.exceptions.ConnectionError("boom"))
     assert not tracking.is_transient(ValueError("bad value"))
+
+
+def test_with_retries_stops_at_its_time_budget(sleeps, monkeypatch):
+    calls = []
+
+    def locked():
+        calls.append(1)
+        raise RuntimeError("database is locked")
+
+    monkeypatch.setattr(retries, "RETRY_BUDGET_S", 0.0)
+    with pytest.raises(RuntimeError, match="locked"):
+        tracking.with_retries(locked)
+    assert len(calls) == 1 and sleeps == []
+
+
+def test_why_names_the_cause_in_a_few_words():
+    import requests
+
+    refused = requests.exceptions.ConnectionError(
+        "HTTPConnectionPool(host='127.0.0.1', port=5999): Max retries exceeded with url: /api "
+        "(Caused by NewConnectionError('...: Failed to establish a new connection: "
+        "[Errno 111] Connection refused'))"
+    )
+    assert tracking.why(refused) == "[Errno 111] Connection refused"
+    wrapped = RuntimeError("API request failed")
+    wrapped.__cause__ = RuntimeError("(sqlite3.OperationalError) database is locked")
+    assert tracking.why(wrapped) == "database is locked"
+    assert tracking.why(ValueError("bad value\nsecond line")) == "bad value"
+
+
+def test_sqlite_stores_get_a_busy_timeout(tmp_path):
+    uri = f"sqlite:///{tmp_path}/m.db"
+    assert tracking._store_uri(uri) == f"{uri}?timeout={tracking.SQLITE_BUSY_TIMEOUT_S}"
+    assert tracking._store_uri(f"{uri}?timeout=3") == f"{uri}?timeout=3"
+    assert tracking._store_uri("http://127.0.0.1:5000") == "http://127.0.0.1:5000"
 
 
 # --- URIs ----------------------------------------------------------------------------------------

@@ -136,7 +136,7 @@ def history_of(client, run_id: str, key: str) -> list[tuple[int, float]]:
     return sorted((m.step, m.value) for m in client.get_metric_history(run_id, key))
 
 
-def assert_synced(client, run_id: str, run_dir: Path, history: pd.DataFrame) -> None:
+def assert_synced(client, run_id, run_dir: Path, history: pd.DataFrame, evaluated=True) -> None:
     """FINISHED, every history column once per epoch, summary, evaluation and files logged."""
     run = client.get_run(run_id)
     assert run.info.status == "FINISHED"
@@ -146,9 +146,11 @@ def assert_synced(client, run_id: str, run_dir: Path, history: pd.DataFrame) -> 
         assert history_of(client, run_id, key) == expected, key
     summary = json.loads((run_dir / "metrics.json").read_text())
     assert run.data.metrics["final_loss"] == pytest.approx(summary["final_loss"])
-    assert "test_accuracy" in run.data.metrics and "n_test" not in run.data.metrics
     root = {a.path for a in client.list_artifacts(run_id)}
-    assert {"model.keras", "history.csv", "metrics.json", "evaluation"} <= root
+    assert {"model.keras", "history.csv", "metrics.json"} <= root
+    if not evaluated:
+        return
+    assert "test_accuracy" in run.data.metrics and "n_test" not in run.data.metrics
     evaluation = {a.path for a in client.list_artifacts(run_id, "evaluation")}
     assert {"evaluation/metrics.json", "evaluation/misclassified.png"} <= evaluation
 
@@ -225,8 +227,8 @@ def test_sync_creates_a_run_that_never_reached_the_server(tmp_path, server):
 
     down = sync_cli(results)  # the server is not started yet
     assert down.returncode == 1
-    assert down.stderr.strip().splitlines()[-1].startswith("afternoon: error: tracking store")
-    assert "1 run(s) still pending" in down.stderr
+    assert down.stderr.startswith("afternoon: error: tracking store") and down.stdout == ""
+    assert len(down.stderr.strip().splitlines()) == 1 and "1 run(s) still pending" in down.stderr
     assert len(tracking.pending_entries(results / "mlflow/tracking.json")) == 2
 
     print(f"mlflow server up in {server.start():.1f} s")
@@ -308,7 +310,8 @@ def train_command(digits, results: Path, epochs: int) -> list:
 
     config = load_yaml(REPO / "config/config.yaml")
     spec = job_spec(config, load_zoo(REPO / "config/zoo.yaml"), "digits", "fc64")
-    spec.update(epochs=epochs, early_stopping=None)
+    spec.update(epochs=epochs)
+    spec.pop("early_stopping", None)
     return ["train", "--spec", json.dumps(spec), "--npz", digits["npz"], "--card", digits["card"],
             "--tracking", results / "mlflow/tracking.json",
             "--out-dir", results / "runs/digits/fc64",
@@ -329,7 +332,6 @@ def test_train_and_evaluate_with_server_down_then_sync(tmp_path, digits, server)
     trained = cli(*train_command(digits, results, epochs=3))
     print(f"train job with the server down: {time.monotonic() - started:.1f} s")
     assert trained.returncode == 0, trained.stderr[-3000:]
-    assert len(failure_lines(trained.stderr)) == 1, trained.stderr[-3000:]
     assert "sync-tracking" in failure_lines(trained.stderr)[0]
     for name in ("model.keras", "history.csv", "metrics.json", "run.json"):
         assert (run_dir / name).is_file(), name
@@ -359,6 +361,8 @@ def test_train_and_evaluate_with_server_down_then_sync(tmp_path, digits, server)
     assert_synced(client, record["run_id"], run_dir, pd.read_csv(run_dir / "history.csv"))
     again = cli("sync-tracking", "--results", results)
     assert again.returncode == 0 and again.stdout.startswith("nothing to sync")
+    # last, so that a second warning does not hide the rest: the job says it once
+    assert len(failure_lines(trained.stderr)) == 1, failure_lines(trained.stderr)
 
 
 @pytest.mark.slow
@@ -391,7 +395,6 @@ def test_server_killed_mid_training_then_sync(tmp_path, digits, server):
             job.kill()
         log.close()
     output = Path(log.name).read_text()
-    assert len(failure_lines(output)) == 1, output[-3000:]
     run_dir = results / "runs/digits/fc64"
     history = pd.read_csv(run_dir / "history.csv")
     assert list(history["epoch"]) == list(range(1, epochs + 1))
@@ -401,5 +404,8 @@ def test_server_killed_mid_training_then_sync(tmp_path, digits, server):
     server.start()  # the same database
     logged = len(client.get_metric_history(record["run_id"], "loss"))
     assert 1 <= logged < epochs
+    started = time.monotonic()
     assert cli("sync-tracking", "--results", results).returncode == 0
-    assert_synced(client, record["run_id"], run_dir, history)
+    print(f"sync-tracking of {epochs - logged} missing epochs: {time.monotonic() - started:.1f} s")
+    assert_synced(client, record["run_id"], run_dir, history, evaluated=False)
+    assert len(failure_lines(output)) == 1, failure_lines(output)  # the job says it once

@@ -80,7 +80,8 @@ def record_pending(
     path = pending_dir(marker) / name
     write_json_atomic(path, entry)
     results = Path(marker).resolve().parent.parent
-    log.info(f"{stage} of {run_dir} queued in {path} (sync-tracking --results {results})")
+    command = f"python -m afternoon.cli sync-tracking --results {results}"
+    log.info(f"{stage} of {run_dir} queued for `{command}` ({path.name})")
     return path
 
 

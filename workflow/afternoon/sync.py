@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import csv
 import fcntl
+import logging
 import os
 import sys
 import time
@@ -44,6 +45,11 @@ def sync_tracking(results: Path, marker: Path | None = None) -> list[str]:
         uri = _tracking_uri(marker)
         synced, failed = [], 0
         for run_dir, entries in runs.items():
+            stamps = {path: path.stat().st_mtime_ns for path, _ in entries}
+            if not Path(run_dir).is_dir():
+                _drop(stamps)
+                print(f"dropped {run_dir}: no longer on disk", flush=True)
+                continue
             try:
                 run_id, line = sync_run(uri, Path(run_dir), _eval_dir(Path(run_dir), entries))
             except Exception as err:
@@ -56,13 +62,20 @@ def sync_tracking(results: Path, marker: Path | None = None) -> list[str]:
                 print(f"afternoon: sync-tracking: {run_dir}: {first_line(err)}", file=sys.stderr)
                 failed += 1
                 continue
-            for path, _ in entries:
-                path.unlink(missing_ok=True)
+            _drop(stamps)
             synced.append(run_id)
             print(line, flush=True)
     if failed:
         raise tracking.TrackingError(f"{failed} of {len(runs)} pending runs not synced (above)")
     return synced
+
+
+def _drop(stamps: dict[Path, int]) -> None:
+    """Delete ledger entries, but not one that a job rewrote meanwhile (the next sync's)."""
+    for path, mtime in stamps.items():
+        with contextlib.suppress(FileNotFoundError):
+            if path.stat().st_mtime_ns == mtime:
+                path.unlink()
 
 
 @contextlib.contextmanager
@@ -79,14 +92,16 @@ def _exclusive(pending: Path):
 
 @contextlib.contextmanager
 def _quiet_mlflow():
-    """No "View run ... at: URL" line from MLflow per run ended: ours is the one line."""
-    name = "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT"
-    old = os.environ.get(name)
+    """One line per run, ours: no "View run ... at: URL" from MLflow, no retry lines."""
+    name, logger = "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", logging.getLogger("afternoon.tracking")
+    old, level = os.environ.get(name), logger.level
     os.environ[name] = "true"
+    logger.setLevel(logging.WARNING)
     try:
         yield
     finally:
         os.environ.pop(name) if old is None else os.environ.update({name: old})
+        logger.setLevel(level)
 
 
 def _tracking_uri(marker: Path) -> str:

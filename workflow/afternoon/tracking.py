@@ -41,7 +41,7 @@ log = logging.getLogger(__name__)
 
 STATUSES = ("FINISHED", "FAILED", "KILLED")
 MAX_PARAM, MAX_TAG, BATCH = 6000, 8000, 100  # MLflow: value lengths, params/tags per log_batch
-SQLITE_BUSY_TIMEOUT_S = 120  # sqlite waits this long for another writer's lock (default 5 s)
+SQLITE_BUSY_TIMEOUT_S = 30  # sqlite waits up to this for another writer's lock (default 5 s)
 SYNC_HINT = "python -m afternoon.cli sync-tracking --results RESULTS"
 
 
@@ -192,9 +192,14 @@ class RunLogger:
     def _offline(cls, uri: str, run_id, err: Exception, offline_ok: bool) -> RunLogger:
         """A degraded logger for a store that could not be reached; raise if not offline_ok."""
         if not (offline_ok and is_transient(err)):
-            if isinstance(err, AfternoonError) or not is_transient(err):
+            if isinstance(err, AfternoonError):
                 raise err
-            raise TrackingError(f"MLflow store {redact(uri)!r} unreachable: {why(err)}") from err
+            store = f"MLflow store {redact(uri)!r}"
+            if is_transient(err):
+                raise TrackingError(f"{store} unreachable: {why(err)}") from err
+            if type(err).__module__.startswith("mlflow."):  # the store said no: one line
+                raise TrackingError(f"{store}: {first_line(err)}") from err
+            raise err
         logger = cls(None, run_id, None, uri=uri, offline_ok=True)
         logger._degrade(err)
         return logger
