@@ -129,13 +129,11 @@ def _train_and_track(
     tracking.write_run_record(out_dir / "run.json", run.run_id, uri, marker["experiment"],
                               params=spec, tags=tags, complete=complete)  # fmt: skip
     checkpointer.clear()
-    if not complete:
-        pending = tracking.record_pending(tracking_marker, out_dir, "train", run.failure or "")
-        log.warning(
-            "%s: tracking failed (%s); results are complete on disk. Once the tracking server is "
-            "back: python -m afternoon.cli sync-tracking (%s)",
-            run_name, run.failure, pending,
-        )  # fmt: skip
+    if not complete:  # the run logger already warned (once) when it was this attempt's failure
+        reason = run.failure or "an earlier attempt of this job could not reach the tracking store"
+        tracking.record_pending(tracking_marker, out_dir, "train", reason)
+        if not run.degraded:
+            log.warning("%s: %s: its MLflow run lacks epochs (sync-tracking)", run_name, reason)
     log.info(
         "%s: %d epochs, final %s",
         run_name,
