@@ -144,6 +144,7 @@ def run_stage(stage, *args) -> int:
     from afternoon.fileio import WRITE_ERRNOS
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    logging.getLogger("absl").setLevel(logging.WARNING)  # e.g. a line per checkpoint write
     try:
         stage(*args)
     except AfternoonError as err:
