@@ -41,7 +41,7 @@ def measure(arch: str, repeats: int) -> tuple[float, float]:
         times = []
         for epoch in range(1, repeats + 1):
             started = time.perf_counter()
-            checkpointer.save(tf, model, {"epoch": epoch, "rows": rows, "train_time_s": 0.0})
+            checkpointer.save(tf, model, {"epoch": epoch, "rows": rows})
             times.append(time.perf_counter() - started)
         size = sum(f.stat().st_size for f in checkpointer.directory.iterdir())
     return statistics.median(times), size / 1e6

@@ -20,7 +20,7 @@ import pooch
 import requests
 
 from afternoon.errors import DownloadError
-from afternoon.fileio import WRITE_ERRNOS, atomic_path, sha256_file, write_json_atomic
+from afternoon.fileio import atomic_path, is_write_error_on, sha256_file, write_json_atomic
 from afternoon.registry import dataset_entry
 
 log = logging.getLogger("afternoon.download")
@@ -135,7 +135,7 @@ def _copy_from_mirror(root: Path, parts: list[str], tmp: Path) -> str:
     try:
         shutil.copyfile(src, tmp)
     except OSError as exc:
-        if exc.errno in WRITE_ERRNOS and str(tmp) in map(str, (exc.filename, exc.filename2)):
+        if exc.filename is not None and is_write_error_on(exc, tmp):
             raise  # a full disk or read-only dest: atomic_path names the destination
         raise DownloadError(f"could not copy mirror file {src}: {exc}") from exc
     return str(src)

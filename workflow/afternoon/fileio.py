@@ -25,7 +25,7 @@ def sha256_file(path: str | Path) -> str:
 WRITE_ERRNOS = frozenset({errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT})
 
 
-def _on(err: OSError, tmp: Path | None) -> bool:
+def is_write_error_on(err: OSError, tmp: Path | None) -> bool:
     """True for a write error on ``tmp`` (or on any file when None), or on no file in particular
     (a full disk while writing)."""
     if err.errno not in WRITE_ERRNOS:
@@ -42,7 +42,7 @@ def naming_write_errors(target: str | Path, tmp: str | Path | None = None) -> It
     try:
         yield
     except OSError as err:
-        if not _on(err, None if tmp is None else Path(tmp)):
+        if not is_write_error_on(err, None if tmp is None else Path(tmp)):
             raise
         raise OSError(err.errno, err.strerror, str(target)) from err
 

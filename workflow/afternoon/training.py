@@ -93,12 +93,11 @@ def _callbacks(tf, spec: dict, has_validation: bool, tensorboard_dir: Path | Non
             if on_epoch:
                 on_epoch(epoch + 1, logs)
 
-    callbacks = [EpochRecorder()]
-    if spec.get("early_stopping"):
-        callbacks.append(_early_stopping(keras, spec, has_validation))
+    stopper = _early_stopping(keras, spec, has_validation) if spec.get("early_stopping") else None
+    callbacks = [EpochRecorder()] + ([stopper] if stopper else [])
     if tensorboard_dir is not None:
         callbacks.append(keras.callbacks.TensorBoard(log_dir=str(tensorboard_dir), profile_batch=0))
-    return callbacks
+    return callbacks, stopper
 
 
 def _early_stopping(keras, spec: dict, has_validation: bool):
@@ -139,11 +138,7 @@ def _checkpoint_callback(tf, checkpointer, rows: list, state: dict, stopper):
     unless they are so short that saving would cost more than 5 % of the time); runs last."""
 
     class EpochCheckpoint(tf.keras.callbacks.Callback):
-        def on_epoch_begin(self, epoch, logs=None):
-            self.started = time.perf_counter()
-
         def on_epoch_end(self, epoch, logs=None):
-            state["train_time_s"] += time.perf_counter() - self.started
             state.update(epoch=epoch + 1, rows=rows, stopped=bool(self.model.stop_training))
             if stopper is not None:
                 state["early_stopping"] = stopper.state()
@@ -217,16 +212,15 @@ def train(
         if on_epoch:
             on_epoch(epoch, logs)
 
-    callbacks += _callbacks(tf, spec, has_validation, tensorboard_dir, record)
-    stopper = next((c for c in callbacks if hasattr(c, "resumed")), None)
+    more, stopper = _callbacks(tf, spec, has_validation, tensorboard_dir, record)
+    callbacks += more
     first_epoch = resume["epoch"] if resume else 0
     if resume:
         _resume(tf, model, checkpointer, resume, stopper)
         if distributed is not None:
             distributed.broadcast_variables(model)  # Horovod: rank 0's restored state everywhere.
     if checkpointer is not None:
-        state = {**(state or {}), "train_time_s": resume["train_time_s"] if resume else 0.0}
-        callbacks.append(_checkpoint_callback(tf, checkpointer, rows, state, stopper))
+        callbacks.append(_checkpoint_callback(tf, checkpointer, rows, dict(state or {}), stopper))
     if first_epoch < epochs and not (resume and resume.get("stopped")):
         _fit(
             tf,
@@ -239,9 +233,8 @@ def train(
             threads,
             verbose,
         )
-    train_time = (
-        state["train_time_s"] if checkpointer is not None else sum(r["epoch_time_s"] for r in rows)
-    )
+    # Every epoch's time, those of an earlier (stopped) attempt included.
+    train_time = sum(row["epoch_time_s"] for row in rows)
     summary = _summary(spec, rows, train_time, len(data["x_train"]))
     summary["parameters"] = count_params(model)
     summary["resumed_from_epoch"] = first_epoch

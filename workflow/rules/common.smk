@@ -27,7 +27,7 @@ from afternoon.config import (
 from afternoon.distributed import ranks_of
 from afternoon.errors import AfternoonError
 from afternoon.registry import dataset_entry
-from afternoon.tracking import resolve_tracking_uri
+from afternoon.uris import resolve_tracking_uri
 
 SCHEMA = str(Path(workflow.basedir) / "workflow/schemas/config.schema.yaml")
 RESULTS = "results"
