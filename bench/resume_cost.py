@@ -62,7 +62,7 @@ def main() -> None:
 
     import afternoon  # noqa: F401
     from afternoon.config import job_spec, load_yaml, load_zoo
-    from afternoon.preprocess import preprocess_dataset
+    from afternoon.stages.preprocess import preprocess_dataset
 
     root = Path(tempfile.mkdtemp(prefix="resume-cost-"))
     npz, card, marker = root / "digits.npz", root / "digits.card.json", root / "mlflow/t.json"

@@ -7,9 +7,9 @@ Snakemake keeps it when it removes a failed job's outputs) receives:
 - ``epoch-N.index`` / ``epoch-N.data-*``: a ``tf.train.Checkpoint`` of the weights, the optimizer
   (step count, moments, learning rate) and the random generators of the dropout and augmentation
   layers; ``epoch-N.best.npz``: early stopping's best weights, when it keeps them;
-- ``state.json``, written last and atomically: the epoch, the history rows so far, the training
-  time, early stopping's counters, the MLflow run id, and the fingerprint of what is trained
-  (spec, data, ranks). A checkpoint whose fingerprint differs from the job's is discarded.
+- ``state.json``, written last and atomically: a ``CheckpointState`` (the epoch, the history rows
+  so far, early stopping's counters, the MLflow run id, and the fingerprint of what is trained:
+  spec, data, ranks). A checkpoint whose fingerprint differs from the job's is discarded.
 
 Saving costs tens of milliseconds (``bench/checkpoint_cost.py``): for epochs shorter than
 ``OVERHEAD`` times that, a save is skipped until that much time has passed since the last one, so
@@ -24,9 +24,11 @@ determinism on, it ends with identical weights (tests/test_resume.py).
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import shutil
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -34,10 +36,25 @@ import numpy as np
 from afternoon.errors import DataFormatError
 from afternoon.fileio import atomic_path, read_json, write_json_atomic
 
-log = logging.getLogger("afternoon.checkpoint")
+log = logging.getLogger(__name__)
 
 STATE = "state.json"
 OVERHEAD = 20  # seconds of training per second spent saving, at least
+
+
+@dataclass
+class CheckpointState:
+    """What ``state.json`` holds: where a training job stopped and what it needs to go on."""
+
+    epoch: int  # epochs done
+    rows: list[dict]  # the history so far, a row per epoch
+    stopped: bool = False  # early stopping ended training at ``epoch``
+    early_stopping: dict | None = None  # its counters (wait, best, best_epoch)
+    run_id: str | None = None  # the job's MLflow run: the next attempt logs into it
+    tracking_complete: bool = True  # every epoch so far reached the tracking store
+    checkpoint: str = ""  # the tf.train.Checkpoint's prefix, epoch-N
+    best_weights: str | None = None  # early stopping's best weights (npz), when it keeps them
+    fingerprint: dict = field(default_factory=dict)  # what was trained: spec, data, ranks
 
 
 def trackables(model) -> dict:
@@ -63,10 +80,14 @@ def build_optimizer_state(model) -> None:
 
 class Checkpointer:
     """The ``checkpoint/`` directory of one training job; ``writer`` False on Horovod's other ranks
-    (they read what rank 0 wrote)."""
+    (they read what rank 0 wrote). ``resumed``: the state training continues from (None: epoch 1);
+    ``run_id`` and ``tracking_complete``: the job's tracking, saved with every epoch."""
 
     def __init__(self, directory: Path, fingerprint: dict, *, writer: bool = True):
         self.directory, self.fingerprint, self.writer = Path(directory), fingerprint, writer
+        self.resumed: CheckpointState | None = None
+        self.run_id: str | None = None
+        self.tracking_complete = True
         self._checkpoint = None  # one tf.train.Checkpoint per model: building it costs more
         self._saved_at, self._save_cost = None, 0.0
 
@@ -82,18 +103,19 @@ class Checkpointer:
             self._checkpoint = (model, tf.train.Checkpoint(**trackables(model)))
         return self._checkpoint[1]
 
-    def load(self) -> dict | None:
+    def load(self) -> CheckpointState | None:
         """The saved state, or None (nothing saved; or saved for another spec/data: discarded)."""
         path = self.directory / STATE
         if not path.exists():
             return None
         try:
-            state = read_json(path)
-            if not isinstance(state, dict) or state.get("fingerprint") != self.fingerprint:
+            saved = read_json(path)
+            if not isinstance(saved, dict) or saved.get("fingerprint") != self.fingerprint:
                 why = "it was written for another spec, dataset or number of ranks"
                 raise DataFormatError(f"{path}: {why}")
-            if not Path(f"{self.directory / state['checkpoint']}.index").exists():
-                raise DataFormatError(f"{path}: its checkpoint {state['checkpoint']} is missing")
+            state = CheckpointState(**saved)
+            if not Path(f"{self.directory / state.checkpoint}.index").exists():
+                raise DataFormatError(f"{path}: its checkpoint {state.checkpoint} is missing")
         except (DataFormatError, KeyError, TypeError) as err:
             log.warning("checkpoint not used, training starts at epoch 1: %s", err)
             if self.writer:
@@ -101,34 +123,34 @@ class Checkpointer:
             return None
         return state
 
-    def restore(self, tf, model, state: dict) -> None:
+    def restore(self, tf, model, state: CheckpointState) -> None:
         """Weights, optimizer and generators of ``state``'s epoch into ``model`` (compiled)."""
         build_optimizer_state(model)
-        prefix = str(self.directory / state["checkpoint"])
+        prefix = str(self.directory / state.checkpoint)
         self._of(tf, model).read(prefix).assert_existing_objects_matched()
 
-    def best_weights(self, state: dict) -> list | None:
+    def best_weights(self, state: CheckpointState) -> list | None:
         """Early stopping's best weights saved with ``state``, if any."""
-        name = state.get("best_weights")
-        if not name:
+        if not state.best_weights:
             return None
-        with np.load(self.directory / name, allow_pickle=False) as saved:
+        with np.load(self.directory / state.best_weights, allow_pickle=False) as saved:
             return [saved[f"w{i}"] for i in range(len(saved.files))]
 
-    def save(self, tf, model, state: dict, best_weights: list | None = None) -> None:
-        """Write epoch ``state['epoch']``, then ``state.json``, then drop older epochs."""
+    def save(self, tf, model, state: CheckpointState, best_weights: list | None = None) -> None:
+        """Write epoch ``state.epoch``, then ``state.json``, then drop older epochs."""
         if not self.writer:
             return
         started = time.perf_counter()
         self.directory.mkdir(parents=True, exist_ok=True)
-        name = f"epoch-{state['epoch']}"
+        name = f"epoch-{state.epoch}"
         self._of(tf, model).write(str(self.directory / name))
-        state = {**state, "checkpoint": name, "fingerprint": self.fingerprint}
+        state = dataclasses.replace(state, checkpoint=name, fingerprint=self.fingerprint)
+        state.run_id, state.tracking_complete = self.run_id, self.tracking_complete
         if best_weights is not None:
             with atomic_path(self.directory / f"{name}.best.npz") as tmp:
                 np.savez(tmp, **{f"w{i}": w for i, w in enumerate(best_weights)})
-            state["best_weights"] = f"{name}.best.npz"
-        write_json_atomic(self.directory / STATE, state)
+            state.best_weights = f"{name}.best.npz"
+        write_json_atomic(self.directory / STATE, dataclasses.asdict(state))
         for old in self.directory.iterdir():
             if old.name != STATE and not old.name.startswith(f"{name}."):
                 old.unlink(missing_ok=True)

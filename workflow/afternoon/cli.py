@@ -1,136 +1,86 @@
-"""Thin entry points for the Snakemake rules: `python -m afternoon.cli <stage> ...`.
+"""The pipeline's one entry point: ``python -m afternoon.cli <stage> ...``, one stage per rule.
 
-Each stage's logic lives in its own module; this file only parses arguments. Errors the user can
-fix are one line on stderr (`afternoon: error: ...`) and exit status 1.
+This module only parses arguments and hands them to the stage's module in ``afternoon.stages``
+(each one the recipe it runs, top to bottom). Every job gets the explicit paths it reads and
+writes; the output flags are the layout's output names (``afternoon.layout``). Errors the user can
+fix are one line on stderr (``afternoon: error: ...``) and exit status 1.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
+import json
 import logging
 import signal
 import sys
-from pathlib import Path
+
+from afternoon.layout import EVAL_FILES, RESULTS, TRAIN_FILES, Layout
+
+# stage (the command) -> its module in afternoon.stages and what it does
+STAGES = {
+    "download": ("download", "fetch and verify a dataset's files"),
+    "preprocess": ("preprocess", "parse raw files into one npz + card"),
+    "init-tracking": ("init_tracking", "create the MLflow store and experiment once"),
+    "train": ("train", "train one architecture on one dataset"),
+    "evaluate": ("evaluate", "test metrics and plots of a trained model"),
+    "report": ("report", "the study report from every run's outputs"),
+    "sync-tracking": ("sync_tracking", "re-log runs whose tracking failed, from disk"),
+}
 
 
-def _download(args: argparse.Namespace) -> None:
-    from afternoon.download import download_dataset
-
-    download_dataset(
-        args.dataset, Path(args.dest), Path(args.manifest), args.mirror, retries=args.retries
-    )
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
 
 
-def _preprocess(args: argparse.Namespace) -> None:
-    from afternoon.preprocess import preprocess_dataset
-
-    manifest = Path(args.manifest) if args.manifest else None
-    preprocess_dataset(
-        args.dataset,
-        manifest,
-        Path(args.npz),
-        Path(args.card),
-        validation_fraction=args.validation_fraction,
-        seed=args.seed,
-    )
-
-
-def _init_tracking(args: argparse.Namespace) -> None:
-    from afternoon.tracking import init_store, resolve_tracking_uri
-
-    marker = Path(args.marker)
-    uri = resolve_tracking_uri(args.uri or None, marker.with_name("mlflow.db"))
-    init_store(uri, args.experiment, marker)
-
-
-def _train(args: argparse.Namespace) -> None:
-    import json
-
-    from afternoon.training_job import train_job
-
-    tags = dict(tag.split("=", 1) for tag in args.tag)
-    train_job(
-        json.loads(args.spec),
-        Path(args.npz),
-        Path(args.card),
-        Path(args.out_dir),
-        Path(args.tracking),
-        threads=args.threads,
-        context=tags,
-    )
-
-
-def _evaluate(args: argparse.Namespace) -> None:
-    from afternoon.evaluation import evaluate_job
-
-    evaluate_job(
-        Path(args.model),
-        Path(args.run),
-        Path(args.npz),
-        Path(args.card),
-        Path(args.out_dir),
-        n_misclassified=args.misclassified,
-        threads=args.threads,
-    )
-
-
-def _sync_tracking(args: argparse.Namespace) -> None:
-    from afternoon.sync import sync_tracking
-
-    sync_tracking(Path(args.results), Path(args.marker) if args.marker else None)
+def _add_arguments(stage: str, parser: argparse.ArgumentParser) -> None:
+    add = parser.add_argument
+    if stage == "download":
+        add("dataset")
+        add("--manifest", required=True, help="JSON manifest, written last; files beside it")
+        add("--mirror", default=None, help="directory or URL with <dataset>/<file>")
+        add("--retries", type=int, default=4)
+    elif stage == "preprocess":
+        add("dataset")
+        add("--manifest", default="", help="download manifest ('' for digits)")
+        add("--npz", required=True)
+        add("--card", required=True)
+        add("--validation-fraction", type=float, default=0.0)
+        add("--seed", type=int, default=0)
+    elif stage == "init-tracking":
+        add("--uri", default="", help="tracking URI ('' for sqlite at --default-db)")
+        add("--experiment", required=True)
+        add("--default-db", default=Layout().tracking_db(), help="the sqlite store if no URI")
+        add("--marker", required=True, help="JSON written once the store is ready")
+    elif stage in ("train", "evaluate"):
+        add("--npz", required=True)
+        add("--card", required=True)
+        add("--tracking", required=True, help="marker written by init-tracking")
+        add("--threads", type=int, default=2)
+        if stage == "train":
+            add("--spec", required=True, help="the job's config slice, as JSON")
+            for name in [*TRAIN_FILES, "tensorboard", "checkpoint"]:
+                add(_flag(name), required=True)
+            add("--tag", action="append", default=[], help="extra MLflow tag KEY=VALUE")
+        else:
+            add("--model", required=True)
+            add("--run", required=True, help="run.json written by training")
+            for name in EVAL_FILES:
+                add(_flag(name), required=True)
+            add("--misclassified", type=int, default=25, help="misclassified images shown")
+    elif stage == "report":
+        add("--settings", required=True, type=json.loads, help="config slice (JSON)")
+        add("--paths", required=True, type=json.loads, help="inputs and outputs (JSON)")
+    elif stage == "sync-tracking":
+        add("--results", default=RESULTS, help="the results directory")
+        add("--marker", default="", help="default: the results' tracking marker")
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="afternoon", description=__doc__.splitlines()[0])
     stages = parser.add_subparsers(dest="stage", required=True)
-
-    download = stages.add_parser("download", help="fetch and verify a dataset's files")
-    download.add_argument("dataset")
-    download.add_argument("--dest", required=True, help="directory for the verified files")
-    download.add_argument("--manifest", required=True, help="JSON manifest written last")
-    download.add_argument("--mirror", default=None, help="directory or URL with <dataset>/<file>")
-    download.add_argument("--retries", type=int, default=4)
-    download.set_defaults(handler=_download)
-
-    preprocess = stages.add_parser("preprocess", help="parse raw files into one npz + card")
-    preprocess.add_argument("dataset")
-    preprocess.add_argument("--manifest", default="", help="download manifest ('' for digits)")
-    preprocess.add_argument("--npz", required=True)
-    preprocess.add_argument("--card", required=True)
-    preprocess.add_argument("--validation-fraction", type=float, default=0.0)
-    preprocess.add_argument("--seed", type=int, default=0)
-    preprocess.set_defaults(handler=_preprocess)
-
-    init = stages.add_parser("init-tracking", help="create the MLflow store and experiment once")
-    init.add_argument("--uri", default="", help="tracking URI ('' for sqlite beside the marker)")
-    init.add_argument("--experiment", required=True)
-    init.add_argument("--marker", required=True, help="JSON written once the store is ready")
-    init.set_defaults(handler=_init_tracking)
-
-    train = stages.add_parser("train", help="train one architecture on one dataset")
-    train.add_argument("--spec", required=True, help="the job's config slice, as JSON")
-    train.add_argument("--npz", required=True)
-    train.add_argument("--card", required=True)
-    train.add_argument("--tracking", required=True, help="marker written by init-tracking")
-    train.add_argument("--out-dir", required=True)
-    train.add_argument("--threads", type=int, default=2)
-    train.add_argument("--tag", action="append", default=[], help="extra MLflow tag KEY=VALUE")
-    train.set_defaults(handler=_train)
-
-    evaluate = stages.add_parser("evaluate", help="test metrics and plots of a trained model")
-    evaluate.add_argument("--model", required=True)
-    evaluate.add_argument("--run", required=True, help="run.json written by training")
-    evaluate.add_argument("--npz", required=True)
-    evaluate.add_argument("--card", required=True)
-    evaluate.add_argument("--out-dir", required=True)
-    evaluate.add_argument("--misclassified", type=int, default=25)
-    evaluate.add_argument("--threads", type=int, default=2)
-    evaluate.set_defaults(handler=_evaluate)
-
-    sync = stages.add_parser("sync-tracking", help="re-log runs whose tracking failed, from disk")
-    sync.add_argument("--results", default="results", help="the results directory")
-    sync.add_argument("--marker", default="", help="default: RESULTS/mlflow/tracking.json")
-    sync.set_defaults(handler=_sync_tracking)
+    for stage, (_, help_text) in STAGES.items():
+        _add_arguments(stage, stages.add_parser(stage, help=help_text))
     return parser
 
 
@@ -166,7 +116,8 @@ def run_stage(stage, *args) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    return run_stage(args.handler, args)
+    module = importlib.import_module(f"afternoon.stages.{STAGES[args.stage][0]}")
+    return run_stage(module.main, args)
 
 
 if __name__ == "__main__":

@@ -56,11 +56,43 @@ def ranks_of(spec: dict) -> int:
     return int(settings_of(spec)["ranks"])
 
 
-def start(spec: dict, job_threads: int) -> Horovod | None:
-    """``Horovod`` for a job whose spec asks for more than one rank, else None (one process)."""
+def start(spec: dict, job_threads: int) -> SingleProcess | Horovod:
+    """This process's part of the job: ``Horovod`` (after ``hvd.init()``) for a job whose spec asks
+    for more than one rank, else ``SingleProcess``."""
     if ranks_of(spec) <= 1:
-        return None
+        return SingleProcess(job_threads)
     return Horovod(spec, job_threads)
+
+
+class SingleProcess:
+    """A job of one process: what ``training.train()`` asks of a run (see ``Horovod``), with
+    nothing to share: every step is the identity."""
+
+    size, rank, is_root = 1, 0, True
+
+    def __init__(self, job_threads: int):
+        self.threads = job_threads
+
+    def tags(self) -> dict:
+        return {"world_size": "1"}
+
+    def broadcast(self, obj, name: str):
+        return obj
+
+    def shard(self, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        return x, y
+
+    def compile(self, model) -> None:
+        """The model keeps the optimizer build_model gave it."""
+
+    def broadcast_variables(self, model) -> None:
+        """Nothing to broadcast."""
+
+    def callbacks(self, steps_per_epoch: int, resumed: bool = False) -> list:
+        return []
+
+    def finalize(self, model) -> dict:
+        return {}
 
 
 def _import_horovod():

@@ -2,7 +2,8 @@
 the most confidently misclassified images and inference throughput.
 
 `evaluate_model()` computes, `write_evaluation()` writes (each file atomically), `evaluate_run()`
-does both from the files a training job leaves behind."""
+does both from the files a training job leaves behind. The output names are the layout's
+(``afternoon.layout.EVAL_FILES``)."""
 
 from __future__ import annotations
 
@@ -16,27 +17,12 @@ import numpy as np
 
 from afternoon.errors import DataFormatError
 from afternoon.fileio import atomic_path, read_json, write_json_atomic
+from afternoon.layout import EVAL_FILES
+from afternoon.npz import load_npz
 from afternoon.runtime import configure_tensorflow
 
-log = logging.getLogger("afternoon.evaluation")
+log = logging.getLogger(__name__)
 
-# name -> file written by write_evaluation (names match the Snakemake rule's outputs)
-OUTPUT_FILES = {
-    "metrics": "metrics.json",
-    "confusion_csv": "confusion_matrix.csv",
-    "confusion_png": "confusion_matrix.png",
-    "per_class": "per_class.csv",
-    "misclassified": "misclassified.png",
-    "misclassified_csv": "misclassified.csv",
-}
-# the files evaluate_job logs to the training run (under "evaluation/"), sync-tracking too
-LOGGED_FILES = (
-    "metrics.json",
-    "confusion_matrix.csv",
-    "confusion_matrix.png",
-    "per_class.csv",
-    "misclassified.png",
-)
 TIMED_PASSES = 3
 SCORES = ("precision", "recall", "f1", "support")  # per_class columns after "class"
 
@@ -145,7 +131,7 @@ def evaluate_model(
 
 def write_evaluation(
     result: dict,
-    out_dir: str | Path,
+    outputs: dict[str, Path],
     x_test: np.ndarray,
     y_test: np.ndarray,
     class_names: Sequence[str],
@@ -153,14 +139,17 @@ def write_evaluation(
     *,
     title: str = "test set",
 ) -> dict[str, Path]:
-    """Write metrics.json, the confusion matrix (CSV, PNG), per_class.csv and the most
-    confidently misclassified images (PNG, plus their indices in misclassified.csv)."""
+    """Write ``outputs`` (a path for each name of ``layout.EVAL_FILES``): metrics.json, the
+    confusion matrix (CSV, PNG), per_class.csv and the most confidently misclassified images
+    (PNG, plus their indices in misclassified.csv)."""
     import pandas as pd
 
     from afternoon import plots
 
-    out_dir, names = Path(out_dir), list(class_names)
-    paths = {name: out_dir / file for name, file in OUTPUT_FILES.items()}
+    names = list(class_names)
+    if missing := set(EVAL_FILES) - set(outputs):
+        raise ValueError(f"no path for the evaluation outputs {sorted(missing)}")
+    paths = {name: Path(outputs[name]) for name in EVAL_FILES}
     y = np.asarray(y_test).astype(np.int64)
     probs = np.asarray(result["predictions"])
     predicted = probs.argmax(axis=1)
@@ -191,7 +180,7 @@ def write_evaluation(
     )
     heading = f"{title}: {len(shown)} most confident of {metrics['n_misclassified']} errors"
     images = np.asarray(x_test)[shown]
-    plots.plot_misclassified(images, true, pred, prob, names, paths["misclassified"], heading)
+    plots.plot_misclassified(images, true, pred, prob, names, paths["misclassified_png"], heading)
     return paths
 
 
@@ -199,18 +188,19 @@ def evaluate_run(
     model_path: Path,
     npz_path: Path,
     card_path: Path,
-    out_dir: Path,
+    outputs: dict[str, Path],
     n_misclassified: int = 25,
     threads: int | None = None,
     *,
     batch_size: int = 256,
+    title: str | None = None,
 ) -> dict:
-    """Evaluate a saved model on the test split of a preprocessed dataset; write the files into
-    ``out_dir`` and return the metrics written to metrics.json."""
+    """Evaluate a saved model on the test split of a preprocessed dataset; write ``outputs``
+    (see ``write_evaluation``, figures titled ``title``) and return the metrics written to
+    metrics.json."""
     model_path, npz_path, card_path = Path(model_path), Path(npz_path), Path(card_path)
     if threads is not None:
         configure_tensorflow(threads)  # before any TensorFlow op runs
-    from afternoon.preprocess import load_npz
 
     names = load_class_names(card_path)
     data = load_npz(npz_path)
@@ -228,59 +218,9 @@ def evaluate_run(
     fits = [m in (None, d) for m, d in zip(in_shape, x_test.shape[1:], strict=False)]
     if len(in_shape) != x_test.ndim - 1 or not all(fits):
         raise DataFormatError(f"{where}: model takes {in_shape} images, not {x_test.shape[1:]}")
-    title = f"{model_path.parent.name} on {npz_path.stem}"
+    title = title or f"{model_path.name} on {npz_path.stem}"
     result = evaluate_model(model, x_test, y_test, names, batch_size=batch_size)
-    paths = write_evaluation(result, out_dir, x_test, y_test, names, n_misclassified, title=title)
+    paths = write_evaluation(result, outputs, x_test, y_test, names, n_misclassified, title=title)
     metrics = read_json(paths["metrics"])
     log.info("%s: %s", title, metrics)
-    return metrics
-
-
-def logged_metrics(metrics: dict) -> dict:
-    """The evaluation metrics that go to the training job's MLflow run."""
-    return {key: value for key, value in metrics.items() if key != "n_test"}
-
-
-def default_marker(run_record: Path) -> Path:
-    """The tracking marker of the results tree holding ``runs/<dataset>/<arch>/run.json`` (for
-    a run.json elsewhere, a marker path beside it: its pending entries go there)."""
-    run_dir = Path(run_record).resolve().parent
-    if run_dir.parent.parent.name == "runs":
-        return run_dir.parents[2] / "mlflow" / "tracking.json"
-    return run_dir / "tracking.json"
-
-
-def evaluate_job(
-    model_path: Path,
-    run_record: Path,
-    npz_path: Path,
-    card_path: Path,
-    out_dir: Path,
-    n_misclassified: int = 25,
-    threads: int | None = None,
-    tracking_marker: Path | None = None,
-) -> dict:
-    """evaluate_run, then log its metrics and files to the training job's MLflow run.
-
-    A tracking outage (or a training run that was never tracked: run_id None) does not fail the
-    job: its files are written all the same and it is queued for ``sync-tracking``.
-    """
-    from afternoon import tracking
-
-    record = tracking.read_run_record(run_record)
-    metrics = evaluate_run(model_path, npz_path, card_path, out_dir, n_misclassified, threads)
-    marker = Path(tracking_marker) if tracking_marker else default_marker(run_record)
-    if record["run_id"] is None:
-        why = f"{run_record} names no MLflow run (training was not tracked)"
-        log.warning(f"{why}: evaluation metrics pending, for `{tracking.SYNC_HINT}`")
-        tracking.record_pending(marker, Path(run_record).parent, "evaluate", why, eval_dir=out_dir)
-        return metrics
-    uri = tracking.resolve_tracking_uri(record["tracking_uri"], Path(run_record).parent)
-    run = tracking.RunLogger.resume(uri, record["run_id"], offline_ok=True)
-    run.log_metrics(logged_metrics(metrics))
-    for name in LOGGED_FILES:
-        run.log_artifact(Path(out_dir) / name, artifact_path="evaluation")
-    if run.degraded:
-        run_dir = Path(run_record).parent
-        tracking.record_pending(marker, run_dir, "evaluate", run.failure, eval_dir=out_dir)
     return metrics

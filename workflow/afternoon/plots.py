@@ -24,7 +24,7 @@ DPI = 100
 NO_ERRORS_TEXT = "no misclassified test images"
 
 
-def _save(fig, path: str | Path) -> Path:
+def save_png(fig, path: str | Path) -> Path:
     """Save ``fig`` as a PNG at ``path`` (temp file + rename) and close it either way."""
     path = Path(path)
     try:
@@ -58,7 +58,7 @@ def plot_confusion_matrix(
         for j in range(k):
             colour = "white" if cm[i, j] > threshold else "black"
             ax.text(j, i, str(cm[i, j]), ha="center", va="center", color=colour, fontsize=fontsize)
-    return _save(fig, path)
+    return save_png(fig, path)
 
 
 def misclassified_titles(
@@ -90,7 +90,7 @@ def plot_misclassified(
         fig = plt.figure(figsize=(6, 2.5))
         fig.suptitle(title)
         fig.text(0.5, 0.45, NO_ERRORS_TEXT, ha="center", va="center", fontsize=14)
-        return _save(fig, path)
+        return save_png(fig, path)
     if images.ndim != 4 or images.shape[-1] not in (1, 3) or len(images) != len(titles):
         raise ValueError(f"images of shape {images.shape} for {len(titles)} titles")
     cols = min(len(titles), max(3, math.ceil(math.sqrt(len(titles)))))
@@ -107,7 +107,7 @@ def plot_misclassified(
         else:
             ax.imshow(image, interpolation="nearest")
         ax.set_title(tile_title, fontsize=7)
-    return _save(fig, path)
+    return save_png(fig, path)
 
 
 def plot_history(history_df, path: str | Path, title: str) -> Path:
@@ -134,4 +134,4 @@ def plot_history(history_df, path: str | Path, title: str) -> Path:
         ax.set_ylabel(metric)
         ax.set_title(metric)
         ax.grid(alpha=0.3)
-    return _save(fig, path)
+    return save_png(fig, path)

@@ -6,7 +6,7 @@ import logging
 
 from afternoon.errors import ConfigError
 
-log = logging.getLogger("afternoon.runtime")
+log = logging.getLogger(__name__)
 
 
 def configure_tensorflow(threads: int, seed: int | None = None, deterministic: bool = False):

@@ -1,7 +1,7 @@
 """Train one architecture on one dataset: the model, its history, its summary metrics.
 
-`train()` is the whole recipe, resumable from an epoch checkpoint; `training_job.train_job()` adds
-the files, checkpoint and MLflow run around it for a Snakemake job. Both run in one process per
+`train()` is the whole recipe, resumable from an epoch checkpoint; the train stage
+(``afternoon.stages.train``) adds the files, checkpoint and MLflow run around it. Both run in one process per
 job, so TensorFlow is configured once per process.
 """
 
@@ -14,10 +14,11 @@ from pathlib import Path
 
 import numpy as np
 
+from afternoon.checkpoint import CheckpointState
 from afternoon.errors import AfternoonError, ConfigError
 from afternoon.runtime import configure_tensorflow
 
-log = logging.getLogger("afternoon.training")
+log = logging.getLogger(__name__)
 
 
 class TrainingDiverged(AfternoonError):
@@ -133,15 +134,15 @@ def _early_stopping(keras, spec: dict, has_validation: bool):
     )
 
 
-def _checkpoint_callback(tf, checkpointer, rows: list, state: dict, stopper):
+def _checkpoint_callback(tf, checkpointer, rows: list, stopper):
     """Saves the job's state (``checkpoint.Checkpointer``) at the end of an epoch (every one,
     unless they are so short that saving would cost more than 5 % of the time); runs last."""
 
     class EpochCheckpoint(tf.keras.callbacks.Callback):
         def on_epoch_end(self, epoch, logs=None):
-            state.update(epoch=epoch + 1, rows=rows, stopped=bool(self.model.stop_training))
+            state = CheckpointState(epoch + 1, rows, stopped=bool(self.model.stop_training))
             if stopper is not None:
-                state["early_stopping"] = stopper.state()
+                state.early_stopping = stopper.state()
             best = stopper.best_weights if stopper is not None else None
             if checkpointer.due() or self.model.stop_training:
                 checkpointer.save(tf, self.model, state, best_weights=best)
@@ -149,63 +150,49 @@ def _checkpoint_callback(tf, checkpointer, rows: list, state: dict, stopper):
     return EpochCheckpoint()
 
 
-def _resume(tf, model, checkpointer, resume: dict, stopper) -> None:
+def _resume(tf, model, checkpointer, resume: CheckpointState, stopper) -> None:
     """Put ``model`` (and early stopping) where the checkpoint ``resume`` left them."""
     checkpointer.restore(tf, model, resume)
-    if stopper is not None and resume.get("early_stopping"):
-        stopper.resumed = resume["early_stopping"]
+    if stopper is not None and resume.early_stopping:
+        stopper.resumed = resume.early_stopping
         stopper.resumed_weights = checkpointer.best_weights(resume)
-        if resume.get("stopped") and stopper.restore_best_weights and stopper.resumed_weights:
+        if resume.stopped and stopper.restore_best_weights and stopper.resumed_weights:
             model.set_weights(stopper.resumed_weights)  # what on_train_end would have done
-    log.info("resuming %s from the checkpoint of epoch %d", checkpointer.directory, resume["epoch"])
+    log.info("resuming %s from the checkpoint of epoch %d", checkpointer.directory, resume.epoch)
 
 
 # --- Training --------------------------------------------------------------------------------
 
 
-def train(
-    spec: dict,
-    data: dict,
-    *,
-    threads: int = 2,
-    tensorboard_dir: Path | None = None,
-    on_epoch=None,
-    verbose: int = 2,
-    distributed=None,
-    checkpointer=None,
-    resume: dict | None = None,
-    state: dict | None = None,
-):
+def train(spec: dict, data: dict, process, *, tensorboard_dir=None, on_epoch=None, checkpointer=None):
     """Build and fit the model of ``spec`` on ``data`` (arrays of a preprocessed npz).
 
-    Returns (model, history rows, summary). ``on_epoch(epoch, logs)`` is called after each epoch.
-    ``distributed``: this process's rank of a data-parallel job (``afternoon.distributed``), or
-    None for one process; it shards the data, wraps the optimizer and adds its callbacks.
-    ``checkpointer`` (``afternoon.checkpoint``): saved after every epoch with ``state`` (extra
-    keys, e.g. the MLflow run id); ``resume``: a state it loaded, to continue from.
+    Returns (model, history rows, summary). ``process``: this process's part of the job,
+    ``distributed.SingleProcess`` or a ``distributed.Horovod`` rank (its shard of the data, its
+    optimizer and callbacks, its threads). ``on_epoch(epoch, logs)`` is called after each epoch.
+    ``checkpointer`` (``afternoon.checkpoint``): saved after every epoch; training continues from
+    its ``resumed`` state, if it has one.
     """
     from afternoon.config import architecture_of
     from afternoon.models import build_model, count_params
 
-    tf = configure_tensorflow(threads, spec["seed"], spec.get("deterministic", True))
+    tf = configure_tensorflow(process.threads, spec["seed"], spec["deterministic"])
     has_validation = len(data["x_val"]) > 0
     model = build_model(
         architecture_of(spec),
         data["x_train"].shape[1:],
-        num_classes=int(spec.get("num_classes", 10)),
+        num_classes=int(spec["num_classes"]),
         seed=spec["seed"],
-        mixed_precision=spec.get("precision", "float32"),
+        mixed_precision=spec["precision"],
     )
     batch_size, epochs = spec["batch_size"], spec["epochs"]
-    x_train, y_train = data["x_train"], data["y_train"]
-    callbacks = []
-    if distributed is not None:
-        # Horovod: this rank's shard, the distributed optimizer, broadcast/average/warm-up.
-        x_train, y_train = distributed.shard(x_train, y_train)
-        distributed.compile(model)
-        steps = math.ceil(len(x_train) / batch_size)
-        callbacks = distributed.callbacks(steps_per_epoch=steps, resumed=resume is not None)
-    rows: list[dict] = list(resume["rows"]) if resume else []
+    resume = checkpointer.resumed if checkpointer is not None else None
+    # Horovod: this rank's shard, the distributed optimizer, broadcast/average/warm-up.
+    x_train, y_train = process.shard(data["x_train"], data["y_train"])
+    process.compile(model)
+    steps = math.ceil(len(x_train) / batch_size)
+    callbacks = process.callbacks(steps_per_epoch=steps, resumed=resume is not None)
+    rows: list[dict] = list(resume.rows) if resume else []
 
     def record(epoch, logs):
         rows.append({"epoch": epoch, **{k: float(v) for k, v in logs.items()}})
@@ -214,39 +201,29 @@ def train(
 
     more, stopper = _callbacks(tf, spec, has_validation, tensorboard_dir, record)
     callbacks += more
-    first_epoch = resume["epoch"] if resume else 0
+    first_epoch = resume.epoch if resume else 0
     if resume:
         _resume(tf, model, checkpointer, resume, stopper)
-        if distributed is not None:
-            distributed.broadcast_variables(model)  # Horovod: rank 0's restored state everywhere.
+        process.broadcast_variables(model)  # Horovod: rank 0's restored state everywhere.
     if checkpointer is not None:
-        callbacks.append(_checkpoint_callback(tf, checkpointer, rows, dict(state or {}), stopper))
-    if first_epoch < epochs and not (resume and resume.get("stopped")):
-        _fit(
-            tf,
-            model,
-            spec,
-            data,
-            (x_train, y_train),
-            range(first_epoch, epochs),
-            callbacks,
-            threads,
-            verbose,
-        )
+        callbacks.append(_checkpoint_callback(tf, checkpointer, rows, stopper))
+    if first_epoch < epochs and not (resume and resume.stopped):
+        verbose = 2 if process.is_root else 0
+        fit_epochs = range(first_epoch, epochs)
+        _fit(tf, model, spec, data, (x_train, y_train), fit_epochs, callbacks, process, verbose)
     # Every epoch's time, those of an earlier (stopped) attempt included.
     train_time = sum(row["epoch_time_s"] for row in rows)
     summary = _summary(spec, rows, train_time, len(data["x_train"]))
     summary["parameters"] = count_params(model)
     summary["resumed_from_epoch"] = first_epoch
-    if distributed is not None:
-        # Horovod: same weights on every rank, or fail (checksums allgathered).
-        summary.update(distributed.finalize(model))
+    # Horovod: same weights on every rank, or fail (checksums allgathered).
+    summary.update(process.finalize(model))
     return model, rows, summary
 
 
-def _fit(tf, model, spec, data, train_arrays, epochs: range, callbacks, threads, verbose) -> None:
+def _fit(tf, model, spec, data, train_arrays, epochs: range, callbacks, process, verbose) -> None:
     """``model.fit`` over ``epochs`` (a resumed job starts past 0), validating every epoch."""
-    batch_size, seed = spec["batch_size"], spec["seed"]
+    batch_size, seed, threads = spec["batch_size"], spec["seed"], process.threads
     x_train, y_train = train_arrays
     train_data = make_dataset(
         tf, x_train, y_train, batch_size, shuffle=True, seed=seed, threads=threads, epochs=epochs

@@ -26,11 +26,16 @@ from afternoon.config import (
 )
 from afternoon.distributed import ranks_of
 from afternoon.errors import AfternoonError
+from afternoon.layout import REPORT_FIGURES, Layout
 from afternoon.registry import dataset_entry
-from afternoon.uris import resolve_tracking_uri
+from afternoon.tracking.uris import resolve_tracking_uri
 
 SCHEMA = str(Path(workflow.basedir) / "workflow/schemas/config.schema.yaml")
-RESULTS = "results"
+# Every path of the results tree comes from here (afternoon/layout.py).
+LAYOUT = Layout()
+# A rule's outputs for the wildcards {dataset} and {arch}.
+TRAIN = LAYOUT.train_outputs("{dataset}", "{arch}")
+EVAL = LAYOUT.eval_outputs("{dataset}", "{arch}")
 
 try:
     # One line naming the key and the reason; Snakemake's own validate() then fills in defaults.
@@ -40,7 +45,7 @@ try:
     ARCHITECTURES = selected_architectures(config, ZOO)
     check_inputs_fit(config["datasets"], ZOO, ARCHITECTURES)
     # A malformed tracking.uri or MLFLOW_TRACKING_URI stops the dry run, not a job later.
-    resolve_tracking_uri(config["tracking"]["uri"], Path(RESULTS) / "mlflow/mlflow.db")
+    resolve_tracking_uri(config["tracking"]["uri"], LAYOUT.tracking_db())
 except AfternoonError as err:
     sys.exit(f"afternoon: {err}")
 
@@ -55,29 +60,58 @@ def needs_download(dataset):
 def raw_manifest(wildcards):
     """The download manifest a preprocess job reads ([] for datasets shipped with a package)."""
     if needs_download(wildcards.dataset):
-        return f"{RESULTS}/raw/{wildcards.dataset}/MANIFEST.json"
+        return LAYOUT.raw_manifest(wildcards.dataset)
     return []
 
 
 def all_outputs():
     """Targets of the default rule: the study report (which needs every run evaluated)."""
-    return [f"{RESULTS}/report/{name}" for name in ("index.html", "scores.csv", "scores.md")]
+    return list(LAYOUT.report_outputs().values())
 
 
 def report_inputs(wildcards):
     """What the report reads: every run's training and evaluation outputs, the dataset cards, the
     tracking marker, and the report's own code (editing it reruns the report, and only it)."""
-    runs = f"{RESULTS}/runs/{{dataset}}/{{arch}}"
-    evals = f"{RESULTS}/eval/{{dataset}}/{{arch}}"
-    files = {
-        "train": [f"{runs}/metrics.json", f"{runs}/history.csv", f"{runs}/run.json"],
-        "evaluation": [f"{evals}/metrics.json", f"{evals}/confusion_matrix.png", f"{evals}/misclassified.png"],
+    runs = report_runs()
+    return {
+        "train": [path for run in runs for path in run["train"].values()],
+        "evaluation": [path for run in runs for path in run["eval"].values()],
+        "cards": [LAYOUT.card(dataset) for dataset in DATASETS],
+        "tracking": LAYOUT.tracking_marker(),
+        "code": [f"{PACKAGE_DIR}/afternoon/stages/report.py", f"{PACKAGE_DIR}/afternoon/templates/report.html.j2"],
     }
-    inputs = {key: expand(paths, dataset=DATASETS, arch=ARCHITECTURES) for key, paths in files.items()}
-    inputs["cards"] = expand(f"{RESULTS}/data/{{dataset}}.card.json", dataset=DATASETS)
-    inputs["tracking"] = f"{RESULTS}/mlflow/tracking.json"
-    inputs["code"] = [f"{PACKAGE_DIR}/afternoon/report.py", f"{PACKAGE_DIR}/afternoon/templates/report.html.j2"]
-    return inputs
+
+
+def report_runs():
+    """Per run (dataset x architecture) the files the report reads."""
+    train_files, eval_files = ("metrics", "history", "run"), ("metrics", "confusion_png", "misclassified_png")
+    runs = []
+    for dataset in DATASETS:
+        for arch in ARCHITECTURES:
+            train, evaluation = LAYOUT.train_outputs(dataset, arch), LAYOUT.eval_outputs(dataset, arch)
+            runs.append(
+                {
+                    "dataset": dataset,
+                    "arch": arch,
+                    "train": {name: train[name] for name in train_files},
+                    "eval": {name: evaluation[name] for name in eval_files},
+                }
+            )
+    return runs
+
+
+def report_paths(wildcards, output):
+    """Every path the report job reads and writes, as JSON (its inputs and outputs, explicit)."""
+    paths = {
+        "tracking": LAYOUT.tracking_marker(),
+        "cards": {dataset: LAYOUT.card(dataset) for dataset in DATASETS},
+        "runs": report_runs(),
+        "outputs": {name: output[name] for name in LAYOUT.report_outputs()},
+        "figures": {
+            dataset: {kind: LAYOUT.report_figure(kind, dataset) for kind in REPORT_FIGURES} for dataset in DATASETS
+        },
+    }
+    return json.dumps(paths, sort_keys=True)
 
 
 def report_settings(wildcards):
@@ -101,11 +135,11 @@ def report_settings(wildcards):
 
 
 def report_figures(kind, caption, category):
-    """One PNG per dataset, results/report/<kind>_<dataset>.png, marked for Snakemake's report."""
+    """One PNG per dataset, marked for Snakemake's report."""
     figures = []
     for dataset in DATASETS:
         labels = {"dataset": dataset, "figure": kind.replace("_", " ")}
-        path = f"{RESULTS}/report/{kind}_{dataset}.png"
+        path = LAYOUT.report_figure(kind, dataset)
         figures.append(report(path, caption=caption, category=category, subcategory=dataset, labels=labels))
     return figures
 

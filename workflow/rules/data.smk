@@ -8,17 +8,16 @@ localrules:
 
 rule download:
     output:
-        manifest=f"{RESULTS}/raw/{{dataset}}/MANIFEST.json",
+        manifest=LAYOUT.raw_manifest("{dataset}"),
     params:
         mirror=mirror_option,
         retries=config["data"]["retries"],
     log:
-        f"{RESULTS}/logs/download/{{dataset}}.log",
+        LAYOUT.log("download", "{dataset}"),
     conda:
         "../../envs/afternoon.yaml"
     shell:
-        "python -m afternoon.cli download {wildcards.dataset}"
-        " --dest $(dirname {output.manifest}) --manifest {output.manifest}"
+        "python -m afternoon.cli download {wildcards.dataset} --manifest {output.manifest}"
         " --retries {params.retries} {params.mirror} > {log} 2>&1"
 
 
@@ -26,13 +25,13 @@ rule preprocess:
     input:
         manifest=raw_manifest,
     output:
-        npz=f"{RESULTS}/data/{{dataset}}.npz",
-        card=f"{RESULTS}/data/{{dataset}}.card.json",
+        npz=LAYOUT.npz("{dataset}"),
+        card=LAYOUT.card("{dataset}"),
     params:
         validation_fraction=config["data"]["validation_fraction"],
         seed=config["seed"],
     log:
-        f"{RESULTS}/logs/preprocess/{{dataset}}.log",
+        LAYOUT.log("preprocess", "{dataset}"),
     conda:
         "../../envs/afternoon.yaml"
     shell:

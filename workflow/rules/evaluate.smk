@@ -6,22 +6,22 @@ rule evaluate:
     input:
         model=rules.train.output.model,
         run=rules.train.output.run,
-        npz=f"{RESULTS}/data/{{dataset}}.npz",
-        card=f"{RESULTS}/data/{{dataset}}.card.json",
+        npz=LAYOUT.npz("{dataset}"),
+        card=LAYOUT.card("{dataset}"),
+        tracking=rules.init_tracking.output.marker,
     output:
-        metrics=f"{RESULTS}/eval/{{dataset}}/{{arch}}/metrics.json",
-        confusion_csv=f"{RESULTS}/eval/{{dataset}}/{{arch}}/confusion_matrix.csv",
-        confusion_png=f"{RESULTS}/eval/{{dataset}}/{{arch}}/confusion_matrix.png",
-        per_class=f"{RESULTS}/eval/{{dataset}}/{{arch}}/per_class.csv",
-        misclassified=f"{RESULTS}/eval/{{dataset}}/{{arch}}/misclassified.png",
+        **EVAL,
     params:
         misclassified=config["evaluation"]["misclassified"],
     threads: 2
     log:
-        f"{RESULTS}/logs/evaluate/{{dataset}}/{{arch}}.log",
+        LAYOUT.log("evaluate", "{dataset}", "{arch}"),
     conda:
         "../../envs/afternoon.yaml"
     shell:
         "python -m afternoon.cli evaluate --model {input.model} --run {input.run} --npz {input.npz}"
-        " --card {input.card} --out-dir $(dirname {output.metrics})"
+        " --card {input.card} --tracking {input.tracking} --metrics {output.metrics}"
+        " --confusion-csv {output.confusion_csv} --confusion-png {output.confusion_png}"
+        " --per-class {output.per_class} --misclassified-png {output.misclassified_png}"
+        " --misclassified-csv {output.misclassified_csv}"
         " --misclassified {params.misclassified} --threads {threads} > {log} 2>&1"

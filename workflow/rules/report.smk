@@ -9,26 +9,26 @@ rule report:
         unpack(report_inputs),
     output:
         html=report(
-            f"{RESULTS}/report/index.html",
+            LAYOUT.report_outputs()["html"],
             caption="../report/index.rst",
             category="Study report",
             labels={"file": "index.html"},
         ),
-        scores=report(
-            f"{RESULTS}/report/scores.csv",
+        scores_csv=report(
+            LAYOUT.report_outputs()["scores_csv"],
             caption="../report/scores.rst",
             category="Score thus far",
             labels={"file": "scores.csv"},
         ),
-        markdown=f"{RESULTS}/report/scores.md",
+        scores_md=LAYOUT.report_outputs()["scores_md"],
         curves=report_figures("learning_curves", "../report/learning_curves.rst", "Learning curves"),
         overfitting=report_figures("overfitting", "../report/overfitting.rst", "Overfitting"),
     params:
         settings=report_settings,
+        paths=report_paths,
     log:
-        f"{RESULTS}/logs/report.log",
+        LAYOUT.log("report"),
     conda:
         "../../envs/afternoon.yaml"
     shell:
-        "python -m afternoon.report --settings {params.settings:q}"
-        f" --results {RESULTS} --out-dir $(dirname {{output.html}}) > {{log}} 2>&1"
+        "python -m afternoon.cli report --settings {params.settings:q} --paths {params.paths:q} > {log} 2>&1"

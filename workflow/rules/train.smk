@@ -7,33 +7,32 @@
 # the DB, whose mtime changes with every write.
 rule init_tracking:
     output:
-        marker=f"{RESULTS}/mlflow/tracking.json",
+        marker=LAYOUT.tracking_marker(),
     params:
         uri=config["tracking"]["uri"] or "",
         experiment=config["study"],
+        default_db=LAYOUT.tracking_db(),
     log:
-        f"{RESULTS}/logs/init_tracking.log",
+        LAYOUT.log("init_tracking"),
     conda:
         "../../envs/afternoon.yaml"
     shell:
         "python -m afternoon.cli init-tracking --uri '{params.uri}' --experiment {params.experiment}"
-        " --marker {output.marker} > {log} 2>&1"
+        " --default-db {params.default_db} --marker {output.marker} > {log} 2>&1"
 
 
 rule train:
     input:
-        npz=f"{RESULTS}/data/{{dataset}}.npz",
-        card=f"{RESULTS}/data/{{dataset}}.card.json",
+        npz=LAYOUT.npz("{dataset}"),
+        card=LAYOUT.card("{dataset}"),
         tracking=rules.init_tracking.output.marker,
     output:
-        model=f"{RESULTS}/runs/{{dataset}}/{{arch}}/model.keras",
-        history=f"{RESULTS}/runs/{{dataset}}/{{arch}}/history.csv",
-        metrics=f"{RESULTS}/runs/{{dataset}}/{{arch}}/metrics.json",
-        run=f"{RESULTS}/runs/{{dataset}}/{{arch}}/run.json",
-        tensorboard=directory(f"{RESULTS}/runs/{{dataset}}/{{arch}}/tensorboard"),
+        **{name: path for name, path in TRAIN.items() if name != "tensorboard"},
+        tensorboard=directory(TRAIN["tensorboard"]),
     params:
         spec=train_spec,
         launcher=train_launcher,
+        checkpoint=LAYOUT.checkpoint_dir("{dataset}", "{arch}"),
     threads: config["training"]["threads"]
     resources:
         # A distributed architecture (zoo: distributed.ranks > 1) runs as an MPI job of that many
@@ -43,11 +42,13 @@ rule train:
         tasks=train_ranks,
         cpus_per_task=train_cpus_per_rank,
     log:
-        f"{RESULTS}/logs/train/{{dataset}}/{{arch}}.log",
+        LAYOUT.log("train", "{dataset}", "{arch}"),
     conda:
         "../../envs/afternoon.yaml"
     shell:
         "{params.launcher} python -m afternoon.cli train --spec {params.spec:q} --npz {input.npz} --card {input.card}"
-        " --tracking {input.tracking} --out-dir $(dirname {output.model})"
+        " --tracking {input.tracking} --model {output.model} --history {output.history}"
+        " --metrics {output.metrics} --run {output.run} --tensorboard {output.tensorboard}"
+        " --checkpoint {params.checkpoint}"
         " --threads {threads} --tag snakemake_rule=train"
         " --tag snakemake_wildcards=dataset={wildcards.dataset},arch={wildcards.arch} > {log} 2>&1"

@@ -8,7 +8,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from afternoon.errors import ConfigError
-from afternoon.provenance import redact, strip_credentials
+from afternoon.tracking.provenance import redact, strip_credentials
 
 SCHEMES = ("sqlite", "http", "https", "file", "postgresql", "mysql")
 

@@ -78,8 +78,9 @@ def _version(name: str, *dists: str) -> str | None:
 
 def provenance_tags(repo: Path | None = None, extra: dict | None = None) -> dict[str, str]:
     """Where a run came from: git state, host, versions, Slurm job, plus ``extra`` (redacted)."""
-    commit = _git(repo or Path.cwd(), "rev-parse", "HEAD") or "unknown"
-    status = _git(repo or Path.cwd(), "status", "--porcelain")
+    repo = repo or Path(__file__).parent  # git finds the checkout the package lies in
+    commit = _git(repo, "rev-parse", "HEAD") or "unknown"
+    status = _git(repo, "status", "--porcelain")
     dirty = "unknown" if status is None else str(bool(status)).lower()
     tags = dict(git_commit=commit, git_dirty=dirty, hostname=socket.gethostname())
     tags["python"] = platform.python_version()

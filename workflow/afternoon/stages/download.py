@@ -1,4 +1,5 @@
-"""Fetch registry datasets: cache check, HTTP or mirror transfer, size + sha256 verification.
+"""Stage download: fetch a registry dataset's files (cache check, HTTP or mirror transfer, size
+and sha256 verification), then write the manifest the preprocess stage reads.
 
 Every file is written to a temporary ``.<name>.*`` file beside its destination
 (``fileio.atomic_path``), verified (size first, then sha256) and only then moved onto the
@@ -8,6 +9,7 @@ fetch leaves neither the temporary file nor a destination behind. Transient HTTP
 verification failures are not retried (a server that sends wrong bytes once sends them again).
 """
 
+import argparse
 import logging
 import re
 import shutil
@@ -23,7 +25,7 @@ from afternoon.errors import DownloadError
 from afternoon.fileio import atomic_path, is_write_error_on, sha256_file, write_json_atomic
 from afternoon.registry import dataset_entry
 
-log = logging.getLogger("afternoon.download")
+log = logging.getLogger(__name__)
 
 # Connection refused/reset, timeouts and transfers cut short; HTTP 5xx is checked separately.
 TRANSIENT = (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError)
@@ -228,3 +230,8 @@ def download_dataset(
     write_json_atomic(manifest_path, manifest)
     log.info("wrote manifest %s (%d files)", manifest_path, len(files))
     return {**manifest, "sources": sources}
+
+
+def main(args: argparse.Namespace) -> None:
+    manifest = Path(args.manifest)  # the verified files go beside it
+    download_dataset(args.dataset, manifest.parent, manifest, args.mirror, retries=args.retries)

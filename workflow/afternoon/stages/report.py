@@ -1,4 +1,4 @@
-"""The study report: "The Score Thus Far" table, learning curves, overfitting gaps, per-run
+"""Stage report: the study report: "The Score Thus Far" table, learning curves, overfitting gaps, per-run
 confusion matrices and misclassified images, provenance: one self-contained HTML page (images as
 data URIs) plus scores.csv, scores.md and the figures. ``--settings`` is the report-only config
 slice the rule passes (study, tracking URI, datasets, per architecture in zoo order its
@@ -10,19 +10,19 @@ import argparse
 import base64
 import datetime
 import json
-import sys
-from importlib import metadata
+from importlib import metadata, resources
 from pathlib import Path
 
 import pandas as pd
 
 from afternoon.errors import DataFormatError
 from afternoon.fileio import atomic_path, read_json, write_text_atomic
-from afternoon.plots import _save as save_png  # (importing plots selects the Agg backend)
-from afternoon.tracking import config_hash, provenance_tags, run_url, strip_credentials
+from afternoon.plots import save_png  # (importing plots selects the Agg backend)
+from afternoon.tracking import config_hash, provenance_tags
+from afternoon.tracking.provenance import strip_credentials
+from afternoon.tracking.uris import run_url
 
-TEMPLATES = Path(__file__).with_name("templates")
-REPO = Path(__file__).resolve().parents[2]  # the workflow's git checkout (provenance)
+TEMPLATES = resources.files("afternoon") / "templates"
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 # Score columns (CSV names): display label and format; label None: CSV only.
 COLUMNS = {
@@ -72,22 +72,25 @@ def data_uri(path: Path) -> str:
     return "data:image/png;base64," + base64.b64encode(data).decode("ascii")
 
 
-def load_study(results: Path, settings: dict) -> dict:
-    """Every input of the report, checked; a missing or corrupt file is one line naming it."""
-    tracking = _json(results / "mlflow/tracking.json", ("tracking_uri", "experiment_id"))
-    cards = {ds: _json(results / f"data/{ds}.card.json") for ds in settings["datasets"]}
+def load_study(settings: dict, paths: dict) -> dict:
+    """Every input of the report (``paths``: the rule's, see ``main``), checked; a missing or
+    corrupt file is one line naming it."""
+    tracking = _json(Path(paths["tracking"]), ("tracking_uri", "experiment_id"))
+    cards = {ds: _json(Path(paths["cards"][ds])) for ds in settings["datasets"]}
+    given = {(run["dataset"], run["arch"]): run for run in paths["runs"]}
     runs = {}
     for ds in settings["datasets"]:
         for arch in (a["name"] for a in settings["architectures"]):
-            train, evals = results / f"runs/{ds}/{arch}", results / f"eval/{ds}/{arch}"
-            record = _json(train / "run.json", ("run_id", "tracking_uri"))
+            train = {k: Path(v) for k, v in given[ds, arch]["train"].items()}
+            evals = {k: Path(v) for k, v in given[ds, arch]["eval"].items()}
+            record = _json(train["run"], ("run_id", "tracking_uri"))
             runs[ds, arch] = dict(
-                train=_json(train / "metrics.json", TRAIN_KEYS),
-                history=_history(train / "history.csv"),
+                train=_json(train["metrics"], TRAIN_KEYS),
+                history=_history(train["history"]),
                 record=record,
-                evaluation=_json(evals / "metrics.json", EVAL_KEYS),
-                confusion=data_uri(evals / "confusion_matrix.png"),
-                misclassified=data_uri(evals / "misclassified.png"),
+                evaluation=_json(evals["metrics"], EVAL_KEYS),
+                confusion=data_uri(evals["confusion_png"]),
+                misclassified=data_uri(evals["misclassified_png"]),
                 url=run_url(record["tracking_uri"], tracking["experiment_id"], record["run_id"]),
             )
     return dict(tracking=tracking, cards=cards, runs=runs)
@@ -212,7 +215,7 @@ def plot_overfitting(gaps: pd.Series, path: Path, title: str) -> Path:
 
 def provenance(settings: dict, cards: dict, tracking: dict) -> dict:
     """Code, config, data and software the report's numbers came from."""
-    tags = provenance_tags(REPO)  # git state and versions, as training tags its runs
+    tags = provenance_tags()  # git state and versions, as training tags its runs
     versions = {
         k.split(".", 2)[2]: v for k, v in tags.items() if k.startswith("afternoon.version.")
     }
@@ -237,34 +240,39 @@ def provenance(settings: dict, cards: dict, tracking: dict) -> dict:
 def render_html(context: dict) -> str:
     import jinja2
 
-    loader = jinja2.FileSystemLoader(TEMPLATES)
+    loader = jinja2.FileSystemLoader(str(TEMPLATES))
     options = dict(autoescape=True, trim_blocks=True, lstrip_blocks=True)
     env = jinja2.Environment(loader=loader, undefined=jinja2.StrictUndefined, **options)
     return env.get_template("report.html.j2").render(**context)
 
 
-def build_report(settings: dict, results: Path, out_dir: Path) -> dict:
-    """Read every input, then write the figures, scores.csv, scores.md and index.html (last)."""
-    study, out_dir = load_study(Path(results), settings), Path(out_dir)
+def build_report(settings: dict, paths: dict) -> dict:
+    """Read every input, then write the figures, scores.csv, scores.md and index.html (last).
+
+    ``paths``: ``tracking`` (the marker), ``cards`` (per dataset), ``runs`` (per run its dataset,
+    arch and the ``train`` and ``eval`` files read), ``outputs`` (html, scores_csv, scores_md)
+    and ``figures`` (per dataset, a PNG per kind of ``layout.REPORT_FIGURES``)."""
+    study, outputs = load_study(settings, paths), paths["outputs"]
     long = score_rows(settings, study["runs"])
     wide = score_table(settings, long)
     csv = wide.set_axis([f"{ds}_{column}" for ds, column in wide.columns], axis=1)
-    with atomic_path(out_dir / "scores.csv") as tmp:
+    with atomic_path(Path(outputs["scores_csv"])) as tmp:
         csv.rename_axis("architecture").to_csv(tmp, float_format="%.6g")
     descriptions = {a["name"]: a["description"] for a in settings["architectures"]}
     table = display_table(wide, descriptions)
-    write_text_atomic(out_dir / "scores.md", markdown_table(table))
+    write_text_atomic(Path(outputs["scores_md"]), markdown_table(table))
     figures = []
     for ds in settings["datasets"]:
         runs = {a: study["runs"][ds, a] for a in descriptions}
         curves = plot_learning_curves(
             {a: run["history"] for a, run in runs.items()},
             {a: run["train"].get("best_epoch") for a, run in runs.items()},
-            out_dir / f"learning_curves_{ds}.png",
+            Path(paths["figures"][ds]["learning_curves"]),
             f"{ds}: learning curves (train vs validation)",
         )
         gaps = long[long["dataset"] == ds].set_index("architecture")["train_minus_test_pp"]
-        bars = plot_overfitting(gaps, out_dir / f"overfitting_{ds}.png", f"{ds}: overfitting")
+        overfitting = Path(paths["figures"][ds]["overfitting"])
+        bars = plot_overfitting(gaps, overfitting, f"{ds}: overfitting")
         figures.append(dict(dataset=ds, curves=data_uri(curves), overfitting=data_uri(bars)))
     context = dict(
         study=settings["study"],
@@ -274,20 +282,9 @@ def build_report(settings: dict, results: Path, out_dir: Path) -> dict:
         runs=[dict(dataset=ds, arch=arch, **run) for (ds, arch), run in study["runs"].items()],
         provenance=provenance(settings, study["cards"], study["tracking"]),
     )
-    write_text_atomic(out_dir / "index.html", render_html(context))
+    write_text_atomic(Path(outputs["html"]), render_html(context))
     return context
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="afternoon.report", description=__doc__.splitlines()[0])
-    parser.add_argument("--settings", required=True, type=json.loads, help="config slice (JSON)")
-    parser.add_argument("--results", required=True, help="the study's results directory")
-    parser.add_argument("--out-dir", required=True, help="where index.html and the rest go")
-    args = parser.parse_args(argv)
-    from afternoon.cli import run_stage
-
-    return run_stage(build_report, args.settings, Path(args.results), Path(args.out_dir))
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+def main(args: argparse.Namespace) -> None:
+    build_report(args.settings, args.paths)

@@ -8,9 +8,9 @@ import random
 import re
 import time
 
-from afternoon.provenance import first_line
+from afternoon.tracking.provenance import first_line
 
-log = logging.getLogger("afternoon.tracking")
+log = logging.getLogger(__name__)
 
 RETRY_BUDGET_S = 60.0  # with_retries gives up once its next try would start later than this
 _TRANSIENT = re.compile(

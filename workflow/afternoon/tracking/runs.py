@@ -19,30 +19,15 @@ from urllib.parse import urlsplit
 
 from afternoon.errors import AfternoonError
 from afternoon.fileio import write_json_atomic
-from afternoon.provenance import (  # noqa: F401 (tracking.X stays importable for callers)
-    config_hash,
-    first_line,
-    flatten_params,
-    provenance_tags,
-    redact,
-    strip_credentials,
-)
-from afternoon.records import (  # noqa: F401
-    pending_dir,
-    pending_entries,
-    read_run_record,
-    record_pending,
-    write_run_record,
-)
-from afternoon.retries import is_transient, why, with_retries  # noqa: F401
-from afternoon.uris import SCHEMES, resolve_tracking_uri, run_url  # noqa: F401
+from afternoon.tracking.provenance import first_line, flatten_params, redact, strip_credentials
+from afternoon.tracking.records import SYNC_HINT
+from afternoon.tracking.retries import is_transient, why, with_retries
 
 log = logging.getLogger(__name__)
 
 STATUSES = ("FINISHED", "FAILED", "KILLED")
 MAX_PARAM, MAX_TAG, BATCH = 6000, 8000, 100  # MLflow: value lengths, params/tags per log_batch
 SQLITE_BUSY_TIMEOUT_S = 30  # sqlite waits up to this for another writer's lock (default 5 s)
-SYNC_HINT = "python -m afternoon.cli sync-tracking --results RESULTS"
 
 
 class TrackingError(AfternoonError):

@@ -1,11 +1,12 @@
-"""Raw dataset files -> one checked uint8 npz (train/val/test) plus a JSON data card.
+"""Stage preprocess: raw dataset files -> one checked uint8 npz (train/val/test) plus a JSON
+data card.
 
 Written atomically: if anything fails, no new output is left and earlier outputs stay."""
 
+import argparse
 import hashlib
 import json
 import os
-import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -13,10 +14,9 @@ import numpy as np
 from afternoon import formats
 from afternoon.errors import ConfigError, DataFormatError
 from afternoon.fileio import naming_write_errors
+from afternoon.npz import KEYS, SPLITS, write_npz
 from afternoon.registry import dataset_entry
 
-SPLITS = ("train", "val", "test")
-KEYS = tuple(f"{p}_{s}" for s in SPLITS for p in ("x", "y"))
 RAW_KEYS = ("x_train", "y_train", "x_test", "y_test")  # in the order of formats.IDX_ROLES
 NORMALIZATION = "x / 255 by the model's first layer (Rescaling); stored as uint8"
 
@@ -111,19 +111,6 @@ def _pixel_stats(x: np.ndarray) -> tuple[list[float], list[float]]:
     return (mean / 255).tolist(), (np.sqrt(var) / 255).tolist()
 
 
-def _write_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
-    """What ``np.savez`` writes (stored ``<key>.npy`` members, no pickle), flushed to disk; the
-    zip is closed even when a write fails (np.savez leaves it to the garbage collector, which
-    then prints a traceback for a full disk)."""
-    with open(path, "wb") as fh:
-        with zipfile.ZipFile(fh, "w", zipfile.ZIP_STORED, allowZip64=True) as zf:
-            for key, array in arrays.items():
-                with zf.open(f"{key}.npy", "w", force_zip64=True) as member:
-                    np.lib.format.write_array(member, np.asanyarray(array), allow_pickle=False)
-        fh.flush()
-        os.fsync(fh.fileno())
-
-
 def preprocess_dataset(
     name: str,
     manifest_path: Path | None,
@@ -165,7 +152,7 @@ def preprocess_dataset(
     tmp_npz, tmp_card = (p.with_name(f".{p.name}.{os.getpid()}.tmp") for p in (out_npz, out_card))
     try:
         with naming_write_errors(out_npz, tmp_npz):
-            _write_npz(tmp_npz, {k: arrays[k] for k in KEYS})
+            write_npz(tmp_npz, {k: arrays[k] for k in KEYS})
         with open(tmp_npz, "rb") as fh:
             card["npz_sha256"] = hashlib.file_digest(fh, "sha256").hexdigest()
         with naming_write_errors(out_card, tmp_card), open(tmp_card, "w") as fh:
@@ -183,40 +170,12 @@ def preprocess_dataset(
     return card
 
 
-def _check_array(path: Path, key: str, arr: np.ndarray) -> None:
-    """uint8 and 4-D images / 1-D labels; NaN (a float npz not written by preprocess) named."""
-    want = 4 if key.startswith("x_") else 1
-    if arr.dtype.kind in "fc" and np.isnan(arr).any():
-        raise DataFormatError(
-            f"{path}: array {key!r} contains NaN ({arr.dtype}); a preprocessed npz holds uint8 "
-            "only: run the preprocess step again"
-        )
-    if arr.dtype != np.uint8 or arr.ndim != want:
-        raise DataFormatError(
-            f"{path}: array {key!r} is {arr.dtype} {arr.ndim}-D, want uint8 {want}-D"
-        )
-
-
-def load_npz(path: Path | str) -> dict[str, np.ndarray]:
-    """The six arrays of a preprocessed npz, checked: uint8, images 4-D, labels 1-D, no pickle."""
-    path, out = Path(path), {}
-    try:
-        with np.load(path, allow_pickle=False) as npz:
-            for key in KEYS:
-                if key not in npz.files:
-                    raise DataFormatError(f"{path}: missing array {key!r}")
-                try:
-                    out[key] = npz[key]
-                except ValueError as exc:  # object (pickled) arrays are refused
-                    raise DataFormatError(f"{path}: array {key!r} unreadable ({exc})") from exc
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
-        raise DataFormatError(f"{path}: not a readable npz ({exc})") from exc
-    for key, arr in out.items():
-        _check_array(path, key, arr)
-    for s in SPLITS:
-        x, y = out[f"x_{s}"], out[f"y_{s}"]
-        if len(x) != len(y):
-            raise DataFormatError(f"{path}: x_{s} has {len(x)} images but y_{s} {len(y)} labels")
-        if x.shape[1:] != out["x_train"].shape[1:]:
-            raise DataFormatError(f"{path}: x_{s} image shape differs from x_train")
-    return out
+def main(args: argparse.Namespace) -> None:
+    preprocess_dataset(
+        args.dataset,
+        Path(args.manifest) if args.manifest else None,
+        Path(args.npz),
+        Path(args.card),
+        validation_fraction=args.validation_fraction,
+        seed=args.seed,
+    )

@@ -19,14 +19,20 @@ import sys
 import time
 from pathlib import Path
 
-from afternoon import tracking
 from afternoon.errors import DataFormatError
-from afternoon.evaluation import LOGGED_FILES, logged_metrics
 from afternoon.fileio import read_json, write_json_atomic
-from afternoon.provenance import first_line, flatten_params, redact, strip_credentials
-from afternoon.retries import is_transient, why, with_retries
+from afternoon.layout import EVAL_FILES, LOGGED_EVAL_FILES, TRAIN_FILES, Layout
+from afternoon.tracking.provenance import first_line, flatten_params, redact, strip_credentials
+from afternoon.tracking.records import logged_eval_metrics, pending_dir, pending_entries
+from afternoon.tracking.records import read_run_record
+from afternoon.tracking.retries import is_transient, why, with_retries
+from afternoon.tracking.runs import RunLogger, TrackingError
+from afternoon.tracking.uris import resolve_tracking_uri
 
-TRAIN_FILES = ("model.keras", "history.csv", "metrics.json")  # what train_job logs, at the root
+# What the train stage logs as artifacts (at the run's root), and the evaluate stage (under
+# "evaluation/").
+LOGGED_TRAIN_FILES = [TRAIN_FILES[name] for name in ("model", "history", "metrics")]
+LOGGED_FILES = [EVAL_FILES[name] for name in LOGGED_EVAL_FILES]
 
 
 def sync_tracking(results: Path, marker: Path | None = None) -> list[str]:
@@ -34,15 +40,16 @@ def sync_tracking(results: Path, marker: Path | None = None) -> list[str]:
 
     Raises TrackingError (entries kept) if the store is unreachable or a run could not be synced.
     """
-    marker = Path(marker) if marker else Path(results) / "mlflow" / "tracking.json"
-    with _exclusive(tracking.pending_dir(marker)), _quiet_mlflow():
+    layout = Layout(str(results))
+    marker = Path(marker) if marker else Path(layout.tracking_marker())
+    with _exclusive(pending_dir(marker)), _quiet_mlflow():
         runs: dict[str, list[tuple[Path, dict]]] = {}
-        for path, entry in tracking.pending_entries(marker):
+        for path, entry in pending_entries(marker):
             runs.setdefault(entry["run_dir"], []).append((path, entry))
         if not runs:
-            print(f"nothing to sync: no pending runs in {tracking.pending_dir(marker)}")
+            print(f"nothing to sync: no pending runs in {pending_dir(marker)}")
             return []
-        uri = _tracking_uri(marker)
+        uri = _tracking_uri(marker, layout)
         synced, failed = [], 0
         for run_dir, entries in runs.items():
             stamps = {path: path.stat().st_mtime_ns for path, _ in entries}
@@ -51,12 +58,12 @@ def sync_tracking(results: Path, marker: Path | None = None) -> list[str]:
                 print(f"dropped {run_dir}: no longer on disk", flush=True)
                 continue
             try:
-                run_id, line = sync_run(uri, Path(run_dir), _eval_dir(Path(run_dir), entries))
+                run_id, line = sync_run(uri, Path(run_dir), _eval_dir(layout, Path(run_dir), entries))
             except Exception as err:
                 if is_transient(err):
                     left = f"{len(runs) - len(synced)} run(s) still pending"
-                    where = f"{left} in {tracking.pending_dir(marker)}"
-                    raise tracking.TrackingError(
+                    where = f"{left} in {pending_dir(marker)}"
+                    raise TrackingError(
                         f"tracking store {redact(uri)!r} unreachable ({why(err)}); {where}"
                     ) from err
                 print(f"afternoon: sync-tracking: {run_dir}: {first_line(err)}", file=sys.stderr)
@@ -66,7 +73,7 @@ def sync_tracking(results: Path, marker: Path | None = None) -> list[str]:
             synced.append(run_id)
             print(line, flush=True)
     if failed:
-        raise tracking.TrackingError(f"{failed} of {len(runs)} pending runs not synced (above)")
+        raise TrackingError(f"{failed} of {len(runs)} pending runs not synced (above)")
     return synced
 
 
@@ -86,14 +93,14 @@ def _exclusive(pending: Path):
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            raise tracking.TrackingError(f"another sync-tracking is running on {pending}") from None
+            raise TrackingError(f"another sync-tracking is running on {pending}") from None
         yield
 
 
 @contextlib.contextmanager
 def _quiet_mlflow():
     """One line per run, ours: no "View run ... at: URL" from MLflow, no retry lines."""
-    name, logger = "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", logging.getLogger("afternoon.tracking")
+    name, logger = "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", logging.getLogger(__package__)
     old, level = os.environ.get(name), logger.level
     os.environ[name] = "true"
     logger.setLevel(logging.WARNING)
@@ -104,33 +111,36 @@ def _quiet_mlflow():
         logger.setLevel(level)
 
 
-def _tracking_uri(marker: Path) -> str:
-    """$MLFLOW_TRACKING_URI, else the marker's URI, else sqlite beside the marker."""
+def _tracking_uri(marker: Path, layout: Layout) -> str:
+    """$MLFLOW_TRACKING_URI, else the marker's URI, else the results tree's sqlite store."""
     config_uri = read_json(marker).get("tracking_uri") if marker.is_file() else None
-    return tracking.resolve_tracking_uri(config_uri, marker.with_name("mlflow.db"))
+    return resolve_tracking_uri(config_uri, layout.tracking_db())
 
 
-def _eval_dir(run_dir: Path, entries: list[tuple[Path, dict]]) -> Path:
-    """The evaluation's directory: as recorded, else results/eval/<dataset>/<arch>."""
+def _eval_dir(layout: Layout, run_dir: Path, entries: list[tuple[Path, dict]]) -> Path:
+    """The evaluation's directory: as the evaluate job recorded it, else where the results
+    layout puts the evaluation of the run's dataset and architecture."""
     recorded = [entry["eval_dir"] for _, entry in entries if entry.get("eval_dir")]
-    if recorded or len(run_dir.parents) < 3:
-        return Path(recorded[0]) if recorded else run_dir / "eval"
-    return run_dir.parents[2] / "eval" / run_dir.parent.name / run_dir.name
+    if recorded:
+        return Path(recorded[0])
+    params = read_run_record(run_dir / TRAIN_FILES["run"]).get("params") or {}
+    return Path(layout.eval_dir(params.get("dataset", "-"), params.get("name", "-")))
 
 
 def sync_run(uri: str, run_dir: Path, eval_dir: Path) -> tuple[str, str]:
     """Log what the run lacks from the files in ``run_dir`` and ``eval_dir``; end it FINISHED;
     point run.json at it. Returns (run id, the line to print)."""
-    record_path = run_dir / "run.json"
-    record = tracking.read_run_record(record_path)
-    for name in ("history.csv", "metrics.json"):
-        if not (run_dir / name).is_file():
-            raise DataFormatError(f"no {name}: training did not finish, run the job again")
-    steps = _history(run_dir / "history.csv")
-    summary = read_json(run_dir / "metrics.json")
-    evaluation = {}
-    if (eval_dir / "metrics.json").is_file():
-        evaluation = logged_metrics(read_json(eval_dir / "metrics.json"))
+    record_path = run_dir / TRAIN_FILES["run"]
+    record = read_run_record(record_path)
+    history, metrics = run_dir / TRAIN_FILES["history"], run_dir / TRAIN_FILES["metrics"]
+    for path in (history, metrics):
+        if not path.is_file():
+            raise DataFormatError(f"no {path.name}: training did not finish, run the job again")
+    steps = _history(history)
+    summary = read_json(metrics)
+    evaluation, eval_metrics = {}, eval_dir / EVAL_FILES["metrics"]
+    if eval_metrics.is_file():
+        evaluation = logged_eval_metrics(read_json(eval_metrics))
     run, created = _open_run(uri, record, run_dir)
     logged = with_retries(run.client.get_run, run.run_id).data
     if not created:
@@ -139,13 +149,13 @@ def sync_run(uri: str, run_dir: Path, eval_dir: Path) -> tuple[str, str]:
         run.set_tags({k: v for k, v in (record.get("tags") or {}).items() if k not in logged.tags})
     missing = _missing_steps(run, steps, logged.metrics)
     if summary.get("run_id") != run.run_id:  # training wrote None: no run yet
-        _keep_mtime(run_dir / "metrics.json", {**summary, "run_id": run.run_id})
+        _keep_mtime(metrics, {**summary, "run_id": run.run_id})
     summary = {k: v for k, v in summary.items() if _number(v)}
     single = {k: v for k, v in {**summary, **evaluation}.items() if k not in logged.metrics}
     if single:
         missing.setdefault(0, {}).update(single)
     run.log_steps(missing)
-    files = _missing_files(run, [run_dir / name for name in TRAIN_FILES], None)
+    files = _missing_files(run, [run_dir / name for name in LOGGED_TRAIN_FILES], None)
     files += _missing_files(run, [eval_dir / name for name in LOGGED_FILES], "evaluation")
     for path, artifact_path in files:
         run.log_artifact(path, artifact_path)
@@ -166,13 +176,13 @@ def _open_run(uri: str, record: dict, run_dir: Path):
     """(RunLogger, created): the run run.json names if the store has it, else a new one."""
     if record["run_id"]:
         try:
-            return tracking.RunLogger.resume(uri, record["run_id"]), False
-        except tracking.TrackingError as err:
+            return RunLogger.resume(uri, record["run_id"]), False
+        except TrackingError as err:
             if getattr(err.__cause__, "error_code", "") != "RESOURCE_DOES_NOT_EXIST":
                 raise
     params, tags = record.get("params") or {}, record.get("tags") or {}
     name = f"{params.get('name', run_dir.name)}@{params.get('dataset', run_dir.parent.name)}"
-    return tracking.RunLogger.start(uri, record["experiment"], name, params, tags), True
+    return RunLogger.start(uri, record["experiment"], name, params, tags), True
 
 
 def _number(value) -> bool:

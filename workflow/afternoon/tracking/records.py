@@ -13,11 +13,13 @@ from pathlib import Path
 
 from afternoon.errors import DataFormatError
 from afternoon.fileio import read_json, write_json_atomic
-from afternoon.provenance import redact, strip_credentials
+from afternoon.layout import PENDING
+from afternoon.tracking.provenance import redact, strip_credentials
 
-log = logging.getLogger("afternoon.tracking")
+log = logging.getLogger(__name__)
 
 STAGES = ("train", "evaluate")
+SYNC_HINT = "python -m afternoon.cli sync-tracking --results RESULTS"
 
 
 def write_run_record(
@@ -61,7 +63,7 @@ def read_run_record(path: Path) -> dict:
 
 def pending_dir(marker: Path) -> Path:
     """Where the ledger of pending runs lives: beside the tracking marker."""
-    return Path(marker).parent / "pending"
+    return Path(marker).parent / PENDING
 
 
 def record_pending(
@@ -79,9 +81,7 @@ def record_pending(
     entry.update(host=socket.gethostname(), recorded=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
     path = pending_dir(marker) / name
     write_json_atomic(path, entry)
-    results = Path(marker).resolve().parent.parent
-    command = f"python -m afternoon.cli sync-tracking --results {results}"
-    log.info(f"{stage} of {run_dir} queued for `{command}` ({path.name})")
+    log.info(f"{stage} of {run_dir} queued for `{SYNC_HINT}` ({path.name})")
     return path
 
 
@@ -93,3 +93,8 @@ def pending_entries(marker: Path) -> list[tuple[Path, dict]]:
         if not (isinstance(entry, dict) and isinstance(entry.get("run_dir"), str)):
             raise DataFormatError(f"{path}: not a pending-tracking entry (no 'run_dir')")
     return entries
+
+
+def logged_eval_metrics(metrics: dict) -> dict:
+    """The evaluation metrics (evaluate's metrics.json) that go to the training job's run."""
+    return {key: value for key, value in metrics.items() if key != "n_test"}

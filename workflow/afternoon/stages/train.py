@@ -1,0 +1,146 @@
+"""Stage train: one architecture on one dataset, tracked as one MLflow run (``training.train``
+with the files, checkpoint and run around it).
+
+The outputs (model, history, metrics, and run.json last) are each written atomically, so a job
+stopped early (SIGTERM at a Slurm time limit, SIGKILL) leaves none of them complete: only its
+checkpoint directory (``afternoon.checkpoint``), from which the next attempt resumes, into the
+same MLflow run. A tracking store that is down does not stop training: the run is recorded as
+pending (``afternoon.cli sync-tracking``).
+
+A distributed job (``spec["distributed"]``, one process per rank, ``afternoon.distributed``):
+every rank trains, rank 0 alone writes the files, the checkpoint and the job's one MLflow run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import shutil
+from pathlib import Path
+
+from afternoon import distributed, tracking
+from afternoon.checkpoint import Checkpointer
+from afternoon.fileio import atomic_path, read_json, sha256_file, write_json_atomic
+from afternoon.layout import TRAIN_FILES
+from afternoon.npz import load_npz
+from afternoon.training import TrainingDiverged, train
+
+log = logging.getLogger(__name__)
+
+
+def train_job(
+    spec: dict,
+    npz: Path,
+    card: Path,
+    tracking_marker: Path,
+    outputs: dict[str, Path],
+    threads: int,
+    context: dict | None = None,
+) -> dict:
+    """Train ``spec`` on the dataset ``npz``/``card``; write ``outputs`` (the names of
+    ``layout.TRAIN_FILES``, plus ``tensorboard`` and ``checkpoint`` folders); returns the
+    summary metrics. ``context``: extra MLflow tags."""
+    # Horovod: hvd.init() and this rank's share of the threads (SingleProcess: the job's).
+    process = distributed.start(spec, threads)
+    data = load_npz(npz)
+    dataset_card = read_json(card)
+    spec = {**spec, "num_classes": len(dataset_card["class_names"])}
+    fingerprint = {
+        "spec": tracking.config_hash(spec),
+        "data": dataset_card.get("npz_sha256"),
+        "ranks": process.size,
+    }
+    checkpointer = Checkpointer(outputs["checkpoint"], fingerprint, writer=process.is_root)
+    # Horovod: rank 0 reads the checkpoint state; every rank resumes from the same epoch.
+    resumed = checkpointer.load() if process.is_root else None
+    checkpointer.resumed = process.broadcast(resumed, name="afternoon.resume")
+    if not process.is_root:  # Horovod: the other ranks only train.
+        return train(spec, data, process, checkpointer=checkpointer)[2]
+
+    marker = read_json(tracking_marker)
+    uri = tracking.resolve_tracking_uri(marker["tracking_uri"], Path(outputs["run"]).parent)
+    tags = tracking.provenance_tags(
+        extra={
+            "config_hash": tracking.config_hash(spec),
+            "dataset_sha256": dataset_card.get("npz_sha256", "unknown"),
+            "architecture": spec["name"],
+            "dataset": spec["dataset"],
+            **process.tags(),
+            **(context or {}),
+        },
+    )
+    for path in outputs.values():  # an unwritable results tree fails now, not after training
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+    run_name = f"{spec['name']}@{spec['dataset']}"
+    if resumed and resumed.run_id:
+        opened = tracking.RunLogger.reopen(uri, resumed.run_id, offline_ok=True)
+    else:
+        opened = tracking.RunLogger.start(
+            uri, marker["experiment"], run_name, spec, tags, offline_ok=True
+        )
+    tracked_before = not resumed or resumed.tracking_complete
+    try:
+        with opened as run:
+            checkpointer.run_id = run.run_id
+            checkpointer.tracking_complete = tracked_before and not run.degraded
+            model, rows, summary = train(
+                spec,
+                data,
+                process,
+                tensorboard_dir=Path(outputs["tensorboard"]),
+                on_epoch=lambda epoch, logs: run.log_metrics(logs, step=epoch),
+                checkpointer=checkpointer,
+            )
+            _write_outputs(outputs, model, rows, summary, run)
+    except TrainingDiverged:
+        # Resuming would diverge again: keep neither the checkpoint nor TensorBoard's events.
+        checkpointer.clear()
+        shutil.rmtree(outputs["tensorboard"], ignore_errors=True)
+        raise
+    except tracking.Terminated as err:
+        saved = checkpointer.load()
+        kept = f"the checkpoint of epoch {saved.epoch}" if saved else "no checkpoint yet"
+        raise tracking.Terminated(
+            f"{run_name}: {err}; {kept} in {checkpointer.directory}: run again to resume"
+        ) from None
+    complete = tracked_before and not run.degraded
+    tracking.write_run_record(outputs["run"], run.run_id, uri, marker["experiment"],
+                              params=spec, tags=tags, complete=complete)  # fmt: skip
+    checkpointer.clear()
+    if not complete:  # the run logger already warned (once) when it was this attempt's failure
+        reason = run.failure or "an earlier attempt of this job could not reach the tracking store"
+        tracking.record_pending(tracking_marker, Path(outputs["run"]).parent, "train", reason)
+        if not run.degraded:
+            log.warning("%s: %s: its MLflow run lacks epochs (sync-tracking)", run_name, reason)
+    log.info(
+        "%s: %d epochs, final %s",
+        run_name,
+        summary["epochs_run"],
+        {k: round(v, 4) for k, v in summary.items() if k.startswith("final_")},
+    )
+    return summary
+
+
+def _write_outputs(outputs: dict[str, Path], model, rows: list, summary: dict, run) -> None:
+    """The model, history and metrics (atomically), logged as the run's artifacts."""
+    import pandas as pd
+
+    with atomic_path(outputs["model"]) as tmp:
+        model.save(tmp)
+    with atomic_path(outputs["history"]) as tmp:
+        pd.DataFrame(rows).to_csv(tmp, index=False)
+    summary.update(run_id=run.run_id, model_sha256=sha256_file(outputs["model"]))
+    run.log_metrics({k: v for k, v in summary.items() if isinstance(v, int | float)})
+    for name in ("model", "history"):
+        run.log_artifact(outputs[name])
+    write_json_atomic(outputs["metrics"], summary)
+    run.log_artifact(outputs["metrics"])
+
+
+def main(args: argparse.Namespace) -> None:
+    names = [*TRAIN_FILES, "tensorboard", "checkpoint"]
+    outputs = {name: Path(getattr(args, name)) for name in names}
+    tags = dict(tag.split("=", 1) for tag in args.tag)
+    train_job(json.loads(args.spec), Path(args.npz), Path(args.card), Path(args.tracking), outputs,
+              threads=args.threads, context=tags)  # fmt: skip
