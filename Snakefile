@@ -13,12 +13,15 @@ configfile: "config/config.yaml"
 report: "workflow/report/workflow.rst"
 
 
-wildcard_constraints:
-    dataset="digits|mnist|fashion_mnist|cifar10",
-    arch="[A-Za-z0-9_.-]+",
-
-
+# Validation, the zoo, the results layout and the rules' input functions (no rules).
 include: "workflow/rules/common.smk"
+
+
+wildcard_constraints:
+    dataset=dataset_pattern(),
+    arch=ARCHITECTURE_PATTERN,
+
+
 include: "workflow/rules/data.smk"
 include: "workflow/rules/train.smk"
 include: "workflow/rules/evaluate.smk"
@@ -26,6 +29,6 @@ include: "workflow/rules/report.smk"
 
 
 rule all:
+    default_target: True
     input:
         all_outputs(),
-    default_target: True

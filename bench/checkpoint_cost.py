@@ -25,10 +25,11 @@ sys.path.insert(0, str(REPO / "workflow"))
 def measure(arch: str, repeats: int) -> tuple[float, float]:
     """(median seconds per save, megabytes on disk) for ``arch``."""
     import afternoon  # noqa: F401 (TF_USE_LEGACY_KERAS=1 before TensorFlow loads)
-    from afternoon.checkpoint import Checkpointer, build_optimizer_state
-    from afternoon.config import architecture_of, job_spec, load_yaml, load_zoo
+    from afternoon.checkpoint import Checkpointer, CheckpointState, build_optimizer_state
+    from afternoon.config import job_spec, load_yaml, load_zoo
     from afternoon.models import build_model
     from afternoon.runtime import configure_tensorflow
+    from afternoon.zoo import architecture_of
 
     config = load_yaml(REPO / "config/config.yaml")
     spec = job_spec(config, load_zoo(REPO / "config/zoo.yaml"), "mnist", arch)
@@ -41,7 +42,7 @@ def measure(arch: str, repeats: int) -> tuple[float, float]:
         times = []
         for epoch in range(1, repeats + 1):
             started = time.perf_counter()
-            checkpointer.save(tf, model, {"epoch": epoch, "rows": rows})
+            checkpointer.save(tf, model, CheckpointState(epoch, rows))
             times.append(time.perf_counter() - started)
         size = sum(f.stat().st_size for f in checkpointer.directory.iterdir())
     return statistics.median(times), size / 1e6

@@ -74,8 +74,8 @@ def spec_for(arch: str, **changes) -> dict:
 def run_seed_style(arch: str) -> list[float]:
     """The slides' script: numpy floats into model.fit, TensorFlow's defaults otherwise."""
     import afternoon  # noqa: F401  (Keras 2, as everywhere in the project)
-    from afternoon.config import architecture_of
     from afternoon.models import build_model
+    from afternoon.zoo import architecture_of
 
     data, _ = load_data()
     spec = spec_for(arch)
@@ -105,11 +105,13 @@ def run_seed_style(arch: str) -> list[float]:
 
 
 def run_pipeline(arch: str, threads: int, bf16: bool) -> list[float]:
+    from afternoon.distributed import SingleProcess
     from afternoon.training import train
 
     data, _ = load_data()
     changes = {"precision": "mixed_bfloat16", "batch_size": 256} if bf16 else {}
-    _, rows, _ = train(spec_for(arch, **changes), data, threads=threads, verbose=0)
+    spec = spec_for(arch, **changes) | {"num_classes": 10}
+    _, rows, _ = train(spec, data, SingleProcess(threads))
     return [row["epoch_time_s"] for row in rows]
 
 

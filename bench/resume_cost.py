@@ -61,7 +61,9 @@ def main() -> None:
     args = parser.parse_args()
 
     import afternoon  # noqa: F401
+    from afternoon.cli import output_flags
     from afternoon.config import job_spec, load_yaml, load_zoo
+    from afternoon.layout import train_job_files
     from afternoon.stages.preprocess import preprocess_dataset
 
     root = Path(tempfile.mkdtemp(prefix="resume-cost-"))
@@ -75,7 +77,8 @@ def main() -> None:
 
     def command(out: Path) -> list[str]:
         return cli("train", "--spec", json.dumps(spec), "--npz", str(npz), "--card", str(card),
-                   "--tracking", str(marker), "--out-dir", str(out), "--threads", "2")  # fmt: skip
+                   "--tracking", str(marker), *output_flags(train_job_files(str(out))),
+                   "--threads", "2")  # fmt: skip
 
     whole = timed(command(root / "whole"))
     first, epoch = stopped(command(root / "stopped"), root / "stopped", args.stop_after)

@@ -1,5 +1,6 @@
 """Config loading and validation: every mistake is one line naming the key and the reason."""
 
+import copy
 import subprocess
 import sys
 
@@ -15,6 +16,20 @@ from afternoon.config import (
     selected_architectures,
 )
 from afternoon.errors import ConfigError
+from afternoon.registry import dataset_names
+from afternoon.zoo import (
+    DISTRIBUTED_DEFAULTS,
+    OVERRIDABLE_KEYS,
+    TRAINING_KEYS,
+    architecture_for,
+    check_inputs_fit,
+    check_jobs,
+    dataset_pattern,
+    distributed_settings,
+    early_stopping_settings,
+    ranks_of,
+    validate_architecture,
+)
 from conftest import REPO
 
 SCHEMA = load_yaml(REPO / "workflow/schemas/config.schema.yaml")
@@ -44,7 +59,6 @@ def test_shipped_configs_are_valid(config):
         (lambda c: c["training"].update(epochs_scale=0), "key training.epochs_scale"),
         (lambda c: c["training"].update(max_epochs=0), "key training.max_epochs"),
         (lambda c: c["training"].update(precision="fp8"), "key training.precision"),
-        (lambda c: c.update(datasets=["imagenet"]), "key datasets.0"),
         (lambda c: c["data"].update(validation_fraction=1.5), "key data.validation_fraction"),
         (lambda c: c.pop("zoo"), "'zoo' is a required property"),
     ],
@@ -139,3 +153,122 @@ def test_snakemake_rejects_a_bad_architecture_in_the_zoo(tmp_path, config):
     assert result.returncode == 1
     assert "architecture 'cnn1'" in result.stderr and "conv3d" in result.stderr
     assert len([line for line in result.stderr.splitlines() if line.strip()]) == 1
+
+
+KNOWN = "known: digits, mnist, fashion_mnist, cifar10"
+
+
+def test_unknown_dataset_is_refused_against_the_registry(config, zoo):
+    config["datasets"] = ["digits", "imagenet"]
+    check_against_schema(config, SCHEMA)  # the schema lists no dataset: the registry does
+    with pytest.raises(ConfigError) as info:
+        check_inputs_fit(config["datasets"], zoo, list(zoo))
+    assert str(info.value) == f"config: key datasets.1: unknown dataset 'imagenet' ({KNOWN})"
+    assert "key datasets.1" in str(info.value)  # as the schema's error named it
+
+
+def test_the_dataset_names_come_from_the_registry_alone():
+    schema_text = (REPO / "workflow/schemas/config.schema.yaml").read_text()
+    assert not any(name in schema_text for name in dataset_names())
+    assert dataset_pattern() == "|".join(dataset_names()) == "digits|mnist|fashion_mnist|cifar10"
+
+
+def test_the_schema_default_seed_is_the_one_a_job_gets(config, zoo):
+    from snakemake.utils import validate
+
+    del config["seed"]
+    validate(config, str(REPO / "workflow/schemas/config.schema.yaml"))  # fills in defaults
+    assert (
+        job_spec(config, zoo, "digits", "fc64")["seed"] == SCHEMA["properties"]["seed"]["default"]
+    )
+    training = SCHEMA["properties"]["training"]["properties"]
+    assert job_spec(config, zoo, "digits", "fc64")["precision"] == training["precision"]["default"]
+
+
+def test_overridable_keys_are_what_the_validator_allows(zoo):
+    assert "distributed" in OVERRIDABLE_KEYS and TRAINING_KEYS == ("layers", *OVERRIDABLE_KEYS)
+    override = {"optimizer": {"name": "sgd"}, "batch_size": 8, "epochs": 2, "distributed": {}}
+    override |= {"early_stopping": {"patience": 1}, "augmentation": {"zoom": 0.1}}
+    assert set(override) == set(OVERRIDABLE_KEYS)
+    arch = {**zoo["cnn1"], "datasets": {"mnist": override}}
+    validate_architecture("cnn1", arch)
+    assert architecture_for({"cnn1": arch}, "cnn1", "mnist") == {
+        "layers": arch["layers"],
+        **override,
+    }
+    with pytest.raises(ConfigError) as info:
+        validate_architecture("cnn1", {**arch, "datasets": {"mnist": {"layers": []}}})
+    allowed = ", ".join(OVERRIDABLE_KEYS)
+    assert str(info.value) == (
+        f"architecture 'cnn1', datasets.mnist: unknown key 'layers' (allowed: {allowed})"
+    )
+
+
+def test_early_stopping_and_distributed_defaults():
+    assert early_stopping_settings("a", {}, True) == {
+        "monitor": "val_loss",
+        "patience": 3,
+        "min_delta": 0.0,
+        "restore_best_weights": True,
+    }
+    assert early_stopping_settings("a", {"patience": 5}, False)["monitor"] == "loss"
+    assert early_stopping_settings("a", {"patience": 5}, False)["patience"] == 5
+    assert (
+        distributed_settings({})
+        == DISTRIBUTED_DEFAULTS
+        == {
+            "backend": "horovod",
+            "ranks": 1,
+            "scale_lr": True,
+            "warmup_epochs": 1,
+        }
+    )
+    assert ranks_of({"distributed": {"ranks": 4}}) == 4 and ranks_of({"distributed": None}) == 1
+
+
+def _arch(arch: dict) -> dict:
+    return arch
+
+
+def _digits_override(arch: dict) -> dict:
+    return arch.setdefault("datasets", {}).setdefault("digits", {})
+
+
+@pytest.mark.parametrize(
+    "where, key",
+    [(_arch, "early_stopping"), (_digits_override, "datasets.digits.early_stopping")],
+    ids=["architecture", "override"],
+)
+def test_a_val_monitor_needs_a_validation_split(config, zoo, where, key):
+    fc64 = copy.deepcopy(zoo["fc64"])
+    where(fc64).update(early_stopping={"monitor": "val_accuracy"})  # in fc64, or its override
+    zoo = {**zoo, "fc64": fc64}
+    names = selected_architectures(config, zoo)
+    check_jobs(config, zoo, names)  # validation_fraction 0.1: fine
+    config["data"]["validation_fraction"] = 0
+    with pytest.raises(ConfigError) as info:
+        check_jobs(config, zoo, names)
+    assert str(info.value) == (
+        f"config/zoo.yaml: architecture 'fc64', {key}.monitor: 'val_accuracy' needs a "
+        "validation split (data.validation_fraction > 0)"
+    )
+    check_jobs(config, zoo, [name for name in names if name != "fc64"])
+
+
+def test_a_loss_monitor_needs_no_validation_split(config, zoo):
+    zoo = {**zoo, "fc64": {**zoo["fc64"], "early_stopping": {"monitor": "loss"}}}
+    config["data"]["validation_fraction"] = 0
+    check_jobs(config, zoo, selected_architectures(config, zoo))
+
+
+def test_snakemake_rejects_an_unknown_override_dataset_in_one_line(tmp_path, config):
+    zoo = yaml.safe_load((REPO / "config/zoo.yaml").read_text())
+    zoo["cnn1"]["datasets"] = {"fashion-mnist": {"epochs": 40}}
+    (tmp_path / "zoo.yaml").write_text(yaml.safe_dump(zoo))
+    config["zoo"] = str(tmp_path / "zoo.yaml")
+    result = _dry_run(tmp_path, yaml.safe_dump(config))
+    assert result.returncode == 1
+    assert [line for line in result.stderr.splitlines() if line.strip()] == [
+        f"afternoon: {tmp_path / 'zoo.yaml'}: architecture 'cnn1', datasets: unknown dataset "
+        f"'fashion-mnist' ({KNOWN})"
+    ]

@@ -11,11 +11,13 @@ import pytest
 import yaml
 
 from afternoon.errors import ConfigError
-from afternoon.models import (
+from afternoon.models import build_model, build_optimizer, count_params
+from afternoon.zoo import (
+    ACTIVATIONS,
+    LAYER_DEFAULTS,
     LAYER_KEYS,
-    build_model,
-    build_optimizer,
-    count_params,
+    OPTIMIZER_DEFAULTS,
+    check_input_fits,
     validate_architecture,
 )
 
@@ -77,10 +79,10 @@ def test_zoo_architecture_validates(zoo, name):
 
 def test_validation_needs_no_tensorflow():
     code = (
-        "import sys, yaml; from afternoon.models import validate_architecture\n"
-        f"zoo = yaml.safe_load(open({str(ROOT / 'config' / 'zoo.yaml')!r}))\n"
-        "[validate_architecture(n, a) for n, a in zoo.items()]\n"
-        "assert 'tensorflow' not in sys.modules"
+        "import sys; from afternoon.zoo import check_inputs_fit, load_zoo\n"
+        f"zoo = load_zoo({str(ROOT / 'config' / 'zoo.yaml')!r})\n"
+        "check_inputs_fit(['digits', 'mnist', 'cifar10'], zoo, list(zoo))\n"
+        "assert 'tensorflow' not in sys.modules and 'tf_keras' not in sys.modules"
     )
     env_path = str(ROOT / "workflow")
     env = {**os.environ, "PYTHONPATH": env_path}
@@ -317,7 +319,7 @@ def test_class_count_mismatch_is_a_config_error(zoo):
 def test_activation_keras_does_not_know_is_a_config_error(zoo):
     arch = named(zoo, "fc64")
     arch["layers"][0]["dense"]["activation"] = "relux"
-    with pytest.raises(ConfigError, match=r"'fc64', layers\[0\] \(dense\).*relux"):
+    with pytest.raises(ConfigError, match=r"'fc64', layers\[0\]\.dense\.activation: .*'relux'"):
         build_model(arch, DIGITS)
 
 
@@ -326,3 +328,128 @@ def test_build_model_validates_first(zoo):
     arch["layers"][0]["conv2d"]["filter"] = 8
     with pytest.raises(ConfigError, match=r"'cnn1', layers\[0\]\.conv2d: unknown key 'filter'"):
         build_model(arch, DIGITS)
+
+
+# --- afternoon.zoo's names, defaults and shapes agree with tf_keras ------------------------------
+
+
+def _activation_or_none(name):
+    """What tf_keras makes of activation ``name``, if it maps a tensor to one of its shape."""
+    import tensorflow as tf
+
+    try:
+        function = tf.keras.activations.get(name)
+        out = function(tf.ones((2, 3)))
+    except (ValueError, TypeError, AttributeError):
+        return None
+    return function if getattr(out, "shape", None) == (2, 3) else None
+
+
+def test_activations_are_what_keras_accepts():
+    import tensorflow as tf
+
+    assert all(_activation_or_none(name) is not None for name in ACTIVATIONS)
+    for name in ("relux", "Relu", "hard_swish", "hard_silu", "leakyrelu", "get", "serialize"):
+        assert name not in ACTIVATIONS and _activation_or_none(name) is None
+    # Every name tf_keras resolves (of its activations, tf.nn's, its layers'), and no other.
+    candidates = {*dir(tf.keras.activations), *dir(tf.nn), *dir(tf.keras.layers)}
+    accepted = {name for name in candidates if _activation_or_none(name) is not None}
+    assert accepted == set(ACTIVATIONS)
+
+
+@pytest.mark.parametrize("activation", ["gelu", "LeakyReLU", "log_softmax"])
+def test_a_zoo_activation_builds(zoo, activation):
+    arch = named(zoo, "fc64")
+    arch["layers"][0]["dense"]["activation"] = activation
+    assert build_model(arch, DIGITS).output_shape == (None, 10)
+
+
+def test_unknown_activation_is_one_line_from_the_zoo_check(zoo):
+    arch = copy.deepcopy(zoo["cnn1"])
+    arch["layers"][0]["conv2d"]["activation"] = "leakyrelu"
+    with pytest.raises(ConfigError) as info:
+        validate_architecture("cnn1", arch)
+    assert str(info.value) == (
+        "architecture 'cnn1', layers[0].conv2d.activation: must be a Keras activation "
+        f"({', '.join(ACTIVATIONS)}), got 'leakyrelu'"
+    )
+
+
+KNOWN = "known: digits, mnist, fashion_mnist, cifar10"
+
+
+@pytest.mark.parametrize(
+    "field, value, message",
+    [
+        (
+            "datasets",
+            {"mnist": {"epochs": 3}, "fashion-mnist": {"epochs": 40}},
+            f"datasets: unknown dataset 'fashion-mnist' ({KNOWN})",
+        ),
+        (
+            "reference_accuracy",
+            {"mnist": 97.5, "svhn": 95.0},
+            f"reference_accuracy: unknown dataset 'svhn' ({KNOWN})",
+        ),
+        (
+            "reference_accuracy",
+            {"mnist": 101},
+            "reference_accuracy.mnist: must be a percentage (0..100), got 101",
+        ),
+    ],
+)
+def test_datasets_named_in_the_zoo_are_registered(zoo, field, value, message):
+    with pytest.raises(ConfigError) as info:
+        validate_architecture("fc64", {**zoo["fc64"], field: value})
+    assert str(info.value) == f"architecture 'fc64', {message}"
+
+
+@pytest.mark.parametrize("name", ["my net", "cnn/2", "_cnn", "..", 7])
+def test_an_architecture_name_is_a_path_component(zoo, name):
+    with pytest.raises(ConfigError) as info:
+        validate_architecture(name, zoo["fc64"])
+    assert str(info.value) == (
+        f"architecture {name!r}: the name must be letters, digits, _ . - (a letter or digit first)"
+    )
+
+
+def test_zoo_defaults_are_keras_defaults():
+    """The defaults the zoo passes explicitly are Keras' own: passing them changes no model."""
+    import tensorflow as tf
+
+    layers = tf.keras.layers
+    for kind, cls, args in [
+        ("conv2d", layers.Conv2D, (4, 3)),
+        ("maxpool2d", layers.MaxPooling2D, ()),
+    ]:
+        default, ours = cls(*args, name="x"), cls(*args, name="x", **LAYER_DEFAULTS[kind])
+        assert default.get_config() == ours.get_config()
+    for name, cls in [("adam", tf.keras.optimizers.Adam), ("sgd", tf.keras.optimizers.SGD)]:
+        assert cls().get_config() == cls(**OPTIMIZER_DEFAULTS[name]).get_config()
+
+
+@pytest.mark.parametrize(
+    "layers, shape",
+    [
+        ([{"conv2d": {"filters": 4, "kernel_size": 3, "strides": 2}}], (8, 8, 1)),
+        ([{"conv2d": {"filters": 4, "kernel_size": [5, 3], "padding": "same"}}], (7, 9, 3)),
+        ([{"maxpool2d": {"pool_size": 3}}], (8, 8, 1)),
+        ([{"maxpool2d": {"pool_size": 2, "strides": 1, "padding": "same"}}], (5, 5, 2)),
+        ([{"maxpool2d": None}] * 3, (8, 8, 1)),
+        ([{"maxpool2d": {}}] * 4, (8, 8, 1)),
+        ([{"conv2d": {"filters": 4, "kernel_size": 9}}], (8, 8, 1)),
+        ([{"flatten": {}}, {"maxpool2d": {}}], (8, 8, 1)),
+    ],
+)
+def test_the_zoo_shape_arithmetic_agrees_with_keras(layers, shape):
+    """check_input_fits (no TensorFlow) refuses what build_model refuses, and only that."""
+    arch = {"name": "t", "optimizer": {"name": "adam"}, "batch_size": 8, "epochs": 1}
+    arch["layers"] = [*copy.deepcopy(layers), {"dense": {"units": 10, "activation": "softmax"}}]
+    try:
+        build_model(arch, shape)
+    except ConfigError as err:
+        assert "too big" in str(err)
+        with pytest.raises(ConfigError, match="too big"):
+            check_input_fits("t", arch, shape, 10, "test")
+    else:
+        check_input_fits("t", arch, shape, 10, "test")

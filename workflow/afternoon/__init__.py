@@ -12,8 +12,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
 # Jobs often run on nodes without internet: no usage telemetry from MLflow.
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 # A dead tracking server must cost a job seconds, not minutes: MLflow's own HTTP retries (7, with
-# backoff up to 2 min each: ~4 min per call) stack with afternoon.tracking.retries' (~12 s, logged), so
-# MLflow retries nothing and a request that hangs gives up after 20 s.
+# backoff up to 2 min each: ~4 min per call) stack with afternoon.tracking.retries' (~12 s,
+# logged), so MLflow retries nothing and a request that hangs gives up after 20 s.
 os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
 os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "20")
 

@@ -33,6 +33,11 @@ def _flag(name: str) -> str:
     return "--" + name.replace("_", "-")
 
 
+def output_flags(paths: dict) -> list[str]:
+    """``{"confusion_csv": path, ...}`` as the stage's flags ``--confusion-csv path ...``."""
+    return [arg for name, path in paths.items() for arg in (_flag(name), str(path))]
+
+
 def _add_arguments(stage: str, parser: argparse.ArgumentParser) -> None:
     add = parser.add_argument
     if stage == "download":

@@ -1,12 +1,11 @@
 """Study config: load (duplicate keys rejected), validate (one-line errors), slice per job.
 
 Snakemake passes each job only the slice of config it needs (``job_spec``), so editing one
-architecture retrains only that architecture.
+architecture retrains only that architecture. The zoo's own rules are ``afternoon.zoo``'s.
 """
 
 from __future__ import annotations
 
-import copy
 import math
 from pathlib import Path
 
@@ -14,19 +13,7 @@ import jsonschema
 import yaml
 
 from afternoon.errors import ConfigError
-
-# Keys of an architecture that change how it trains; the others (description, reference_accuracy)
-# reach only the report, so editing them retrains nothing.
-TRAINING_KEYS = (
-    "layers",
-    "optimizer",
-    "batch_size",
-    "epochs",
-    "early_stopping",
-    "augmentation",
-    "distributed",
-)
-OVERRIDABLE_KEYS = ("optimizer", "batch_size", "epochs", "early_stopping", "augmentation")
+from afternoon.zoo import architecture_for, validate_architecture
 
 
 class _UniqueKeyLoader(yaml.SafeLoader):
@@ -86,32 +73,15 @@ def check_against_schema(data: dict, schema: dict, what: str = "config") -> None
         raise ConfigError(describe_schema_error(error, what))
 
 
-def load_zoo(path: str | Path) -> dict:
+def load_zoo(path) -> dict:
     """The architecture zoo (name -> definition), each definition checked."""
-    from afternoon.models import validate_architecture
-
     zoo = load_yaml(path)
     for name, arch in zoo.items():
-        if not isinstance(arch, dict):
-            raise ConfigError(f"{path}: architecture {name!r} must be a mapping")
         try:
             validate_architecture(name, arch)
         except ConfigError as err:
             raise ConfigError(f"{path}: {err}") from None
     return zoo
-
-
-def check_inputs_fit(datasets: list[str], zoo: dict, names: list[str]) -> None:
-    """Every selected architecture fits every dataset's images and classes (no TensorFlow, so
-    a dry run refuses, say, a pool larger than its input before any job runs)."""
-    from afternoon.models import check_input_fits
-    from afternoon.registry import dataset_entry
-
-    for dataset in datasets:
-        entry = dataset_entry(dataset)
-        shape, classes = entry["image_shape"], len(entry["class_names"])
-        for name in names:
-            check_input_fits(name, zoo[name], shape, classes, dataset)
 
 
 def selected_architectures(config: dict, zoo: dict) -> list[str]:
@@ -128,34 +98,22 @@ def selected_architectures(config: dict, zoo: dict) -> list[str]:
 
 def scaled_epochs(epochs: int, training: dict) -> int:
     """Apply the study's quick scale and cap: at least one epoch."""
-    scaled = max(1, math.ceil(epochs * training.get("epochs_scale", 1.0)))
+    scaled = max(1, math.ceil(epochs * training["epochs_scale"]))
     cap = training.get("max_epochs")
     return min(scaled, cap) if cap else scaled
 
 
 def job_spec(config: dict, zoo: dict, dataset: str, arch_name: str) -> dict:
-    """Everything one training job needs, and nothing else (the rerun trigger for that job)."""
-    arch = zoo[arch_name]
-    spec = {key: copy.deepcopy(arch[key]) for key in TRAINING_KEYS if key in arch}
-    for key, value in arch.get("datasets", {}).get(dataset, {}).items():
-        spec[key] = copy.deepcopy(value)
-    training = config.get("training", {})
+    """Everything one training job needs, and nothing else (the rerun trigger for that job).
+    ``config`` as Snakemake's validate() leaves it: the schema's defaults filled in."""
+    spec = architecture_for(zoo, arch_name, dataset)
+    training = config["training"]
     spec["epochs"] = scaled_epochs(spec["epochs"], training)
     spec.update(
         name=arch_name,
         dataset=dataset,
-        seed=config.get("seed", 0),
-        precision=training.get("precision", "float32"),
-        deterministic=training.get("deterministic", True),
+        seed=config["seed"],
+        precision=training["precision"],
+        deterministic=training["deterministic"],
     )
     return spec
-
-
-def architecture_of(spec: dict) -> dict:
-    """The architecture part of a job spec (what models.build_model takes), with its name."""
-    return {key: spec[key] for key in TRAINING_KEYS if key in spec} | {"name": spec["name"]}
-
-
-def reference_accuracy(zoo: dict, arch_name: str, dataset: str) -> float | None:
-    """The seed's published test accuracy (percent) for this architecture on this dataset."""
-    return zoo[arch_name].get("reference_accuracy", {}).get(dataset)

@@ -36,24 +36,14 @@ import socket
 import numpy as np
 
 from afternoon.errors import AfternoonError, ConfigError
+from afternoon.zoo import distributed_settings, ranks_of
 
-DEFAULTS = {"backend": "horovod", "ranks": 1, "scale_lr": True, "warmup_epochs": 1}
 # Keys the legacy (Keras 2.10-style) optimizers take from the new ones' get_config().
 _LEGACY_KEYS = ("learning_rate", "momentum", "nesterov", "beta_1", "beta_2", "epsilon", "amsgrad")
 
 
 class RanksDiverged(AfternoonError):
     """The ranks ended training with different weights: gradients were not averaged."""
-
-
-def settings_of(spec: dict) -> dict:
-    """The job's ``distributed`` settings with defaults filled in (ranks 1: one process)."""
-    return {**DEFAULTS, **(spec.get("distributed") or {})}
-
-
-def ranks_of(spec: dict) -> int:
-    """How many processes train this job (1 when it is not distributed)."""
-    return int(settings_of(spec)["ranks"])
 
 
 def start(spec: dict, job_threads: int) -> SingleProcess | Horovod:
@@ -125,7 +115,7 @@ class Horovod:
     def __init__(self, spec: dict, job_threads: int):
         from afternoon.runtime import configure_tensorflow
 
-        self.settings, self.optimizer = settings_of(spec), spec["optimizer"]
+        self.settings, self.optimizer = distributed_settings(spec), spec["optimizer"]
         self.hvd = hvd = _import_horovod()
         import horovod.tensorflow as collectives  # allgather_object: not in the Keras module
 

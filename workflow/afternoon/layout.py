@@ -46,7 +46,24 @@ EVAL_FILES = {
 LOGGED_EVAL_FILES = ("metrics", "confusion_csv", "confusion_png", "per_class", "misclassified_png")
 REPORT_FILES = {"html": "index.html", "scores_csv": "scores.csv", "scores_md": "scores.md"}
 REPORT_FIGURES = ("learning_curves", "overfitting")  # one PNG per dataset each
+# What the report reads of each run's train and evaluate outputs.
+REPORT_READS = {"train": ("metrics", "history", "run"), "eval": ("metrics", "confusion_png",
+                                                                  "misclassified_png")}  # fmt: skip
 PENDING = "pending"  # beside the tracking marker: the ledger sync-tracking reads
+
+
+def train_job_files(run_dir: str) -> dict[str, str]:
+    """A train job's files in ``run_dir``: its outputs and its checkpoint folder."""
+    files = {name: f"{run_dir}/{file}" for name, file in TRAIN_FILES.items()}
+    return files | {
+        "tensorboard": f"{run_dir}/{TENSORBOARD}",
+        "checkpoint": f"{run_dir}/{CHECKPOINT}",
+    }
+
+
+def eval_job_files(eval_dir: str) -> dict[str, str]:
+    """An evaluate job's outputs in ``eval_dir``."""
+    return {name: f"{eval_dir}/{file}" for name, file in EVAL_FILES.items()}
 
 
 @dataclass(frozen=True)
@@ -82,24 +99,48 @@ class Layout:
 
     def train_outputs(self, dataset: str, arch: str) -> dict[str, str]:
         """model, history, metrics, run (run.json, written last) and tensorboard (a folder)."""
-        run_dir = self.run_dir(dataset, arch)
-        files = {name: f"{run_dir}/{file}" for name, file in TRAIN_FILES.items()}
-        return files | {"tensorboard": f"{run_dir}/{TENSORBOARD}"}
+        files = train_job_files(self.run_dir(dataset, arch))
+        return {name: path for name, path in files.items() if name != "checkpoint"}
 
     def checkpoint_dir(self, dataset: str, arch: str) -> str:
-        return f"{self.run_dir(dataset, arch)}/{CHECKPOINT}"
+        return train_job_files(self.run_dir(dataset, arch))["checkpoint"]
 
     # evaluate
     def eval_dir(self, dataset: str, arch: str) -> str:
         return self._path("eval", dataset, arch)
 
     def eval_outputs(self, dataset: str, arch: str) -> dict[str, str]:
-        eval_dir = self.eval_dir(dataset, arch)
-        return {name: f"{eval_dir}/{file}" for name, file in EVAL_FILES.items()}
+        return eval_job_files(self.eval_dir(dataset, arch))
 
     # report
     def report_outputs(self) -> dict[str, str]:
         return {name: self._path("report", file) for name, file in REPORT_FILES.items()}
+
+    def report_paths(self, datasets: list[str], archs: list[str]) -> dict:
+        """Every path the report job reads and writes: ``tracking`` (the marker), ``cards`` (per
+        dataset), ``runs`` (per run its dataset, arch and the ``train`` and ``eval`` files of
+        ``REPORT_READS``), ``outputs`` (``REPORT_FILES``), ``figures`` (per dataset and kind)."""
+        runs = []
+        for dataset in datasets:
+            for arch in archs:
+                train, evaluation = (
+                    self.train_outputs(dataset, arch),
+                    self.eval_outputs(dataset, arch),
+                )
+                run = {"dataset": dataset, "arch": arch}
+                run["train"] = {name: train[name] for name in REPORT_READS["train"]}
+                run["eval"] = {name: evaluation[name] for name in REPORT_READS["eval"]}
+                runs.append(run)
+        figures = {
+            ds: {kind: self.report_figure(kind, ds) for kind in REPORT_FIGURES} for ds in datasets
+        }
+        return {
+            "tracking": self.tracking_marker(),
+            "cards": {dataset: self.card(dataset) for dataset in datasets},
+            "runs": runs,
+            "outputs": self.report_outputs(),
+            "figures": figures,
+        }
 
     def report_figure(self, kind: str, dataset: str) -> str:
         if kind not in REPORT_FIGURES:

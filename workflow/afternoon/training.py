@@ -1,8 +1,8 @@
 """Train one architecture on one dataset: the model, its history, its summary metrics.
 
 `train()` is the whole recipe, resumable from an epoch checkpoint; the train stage
-(``afternoon.stages.train``) adds the files, checkpoint and MLflow run around it. Both run in one process per
-job, so TensorFlow is configured once per process.
+(``afternoon.stages.train``) adds the files, checkpoint and MLflow run around it. Both run in one
+process per job, so TensorFlow is configured once per process.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from afternoon.checkpoint import CheckpointState
-from afternoon.errors import AfternoonError, ConfigError
+from afternoon.errors import AfternoonError
 from afternoon.runtime import configure_tensorflow
 
 log = logging.getLogger(__name__)
@@ -103,13 +103,9 @@ def _callbacks(tf, spec: dict, has_validation: bool, tensorboard_dir: Path | Non
 
 def _early_stopping(keras, spec: dict, has_validation: bool):
     """Keras' EarlyStopping whose counters (and best weights) survive a stop and resume."""
-    stopping = spec["early_stopping"]
-    monitor = stopping.get("monitor", "val_loss" if has_validation else "loss")
-    if monitor.startswith("val_") and not has_validation:
-        raise ConfigError(
-            f"architecture {spec['name']!r}, early_stopping.monitor: {monitor!r} needs a "
-            "validation split (data.validation_fraction > 0)"
-        )
+    from afternoon.zoo import early_stopping_settings
+
+    settings = early_stopping_settings(spec["name"], spec["early_stopping"], has_validation)
 
     class ResumableEarlyStopping(keras.callbacks.EarlyStopping):
         resumed: dict | None = None
@@ -126,12 +122,7 @@ def _early_stopping(keras, spec: dict, has_validation: bool):
         def state(self) -> dict:
             return {"wait": self.wait, "best": float(self.best), "best_epoch": self.best_epoch}
 
-    return ResumableEarlyStopping(
-        monitor=monitor,
-        patience=stopping.get("patience", 3),
-        min_delta=stopping.get("min_delta", 0.0),
-        restore_best_weights=stopping.get("restore_best_weights", True),
-    )
+    return ResumableEarlyStopping(**settings)
 
 
 def _checkpoint_callback(tf, checkpointer, rows: list, stopper):
@@ -164,7 +155,9 @@ def _resume(tf, model, checkpointer, resume: CheckpointState, stopper) -> None:
 # --- Training --------------------------------------------------------------------------------
 
 
-def train(spec: dict, data: dict, process, *, tensorboard_dir=None, on_epoch=None, checkpointer=None):
+def train(
+    spec: dict, data: dict, process, *, tensorboard_dir=None, on_epoch=None, checkpointer=None
+):
     """Build and fit the model of ``spec`` on ``data`` (arrays of a preprocessed npz).
 
     Returns (model, history rows, summary). ``process``: this process's part of the job,
@@ -173,8 +166,8 @@ def train(spec: dict, data: dict, process, *, tensorboard_dir=None, on_epoch=Non
     ``checkpointer`` (``afternoon.checkpoint``): saved after every epoch; training continues from
     its ``resumed`` state, if it has one.
     """
-    from afternoon.config import architecture_of
     from afternoon.models import build_model, count_params
+    from afternoon.zoo import architecture_of
 
     tf = configure_tensorflow(process.threads, spec["seed"], spec["deterministic"])
     has_validation = len(data["x_val"]) > 0

@@ -15,20 +15,12 @@ from afternoon import export_package_path
 
 export_package_path(PACKAGE_DIR)
 
-from afternoon.config import (
-    check_against_schema,
-    check_inputs_fit,
-    job_spec,
-    load_yaml,
-    load_zoo,
-    reference_accuracy,
-    selected_architectures,
-)
-from afternoon.distributed import ranks_of
+from afternoon.config import check_against_schema, job_spec, load_yaml, load_zoo, selected_architectures
 from afternoon.errors import AfternoonError
-from afternoon.layout import REPORT_FIGURES, Layout
+from afternoon.layout import Layout
 from afternoon.registry import dataset_entry
 from afternoon.tracking.uris import resolve_tracking_uri
+from afternoon.zoo import ARCHITECTURE_PATTERN, check_jobs, dataset_pattern, ranks_of, reference_accuracy
 
 SCHEMA = str(Path(workflow.basedir) / "workflow/schemas/config.schema.yaml")
 # Every path of the results tree comes from here (afternoon/layout.py).
@@ -43,14 +35,13 @@ try:
     validate(config, SCHEMA)
     ZOO = load_zoo(config["zoo"])
     ARCHITECTURES = selected_architectures(config, ZOO)
-    check_inputs_fit(config["datasets"], ZOO, ARCHITECTURES)
+    check_jobs(config, ZOO, ARCHITECTURES)
     # A malformed tracking.uri or MLFLOW_TRACKING_URI stops the dry run, not a job later.
     resolve_tracking_uri(config["tracking"]["uri"], LAYOUT.tracking_db())
 except AfternoonError as err:
     sys.exit(f"afternoon: {err}")
 
 DATASETS = config["datasets"]
-
 
 
 def needs_download(dataset):
@@ -72,46 +63,19 @@ def all_outputs():
 def report_inputs(wildcards):
     """What the report reads: every run's training and evaluation outputs, the dataset cards, the
     tracking marker, and the report's own code (editing it reruns the report, and only it)."""
-    runs = report_runs()
+    paths = LAYOUT.report_paths(DATASETS, ARCHITECTURES)
     return {
-        "train": [path for run in runs for path in run["train"].values()],
-        "evaluation": [path for run in runs for path in run["eval"].values()],
-        "cards": [LAYOUT.card(dataset) for dataset in DATASETS],
-        "tracking": LAYOUT.tracking_marker(),
+        "train": [path for run in paths["runs"] for path in run["train"].values()],
+        "evaluation": [path for run in paths["runs"] for path in run["eval"].values()],
+        "cards": list(paths["cards"].values()),
+        "tracking": paths["tracking"],
         "code": [f"{PACKAGE_DIR}/afternoon/stages/report.py", f"{PACKAGE_DIR}/afternoon/templates/report.html.j2"],
     }
 
 
-def report_runs():
-    """Per run (dataset x architecture) the files the report reads."""
-    train_files, eval_files = ("metrics", "history", "run"), ("metrics", "confusion_png", "misclassified_png")
-    runs = []
-    for dataset in DATASETS:
-        for arch in ARCHITECTURES:
-            train, evaluation = LAYOUT.train_outputs(dataset, arch), LAYOUT.eval_outputs(dataset, arch)
-            runs.append(
-                {
-                    "dataset": dataset,
-                    "arch": arch,
-                    "train": {name: train[name] for name in train_files},
-                    "eval": {name: evaluation[name] for name in eval_files},
-                }
-            )
-    return runs
-
-
-def report_paths(wildcards, output):
+def report_paths(wildcards):
     """Every path the report job reads and writes, as JSON (its inputs and outputs, explicit)."""
-    paths = {
-        "tracking": LAYOUT.tracking_marker(),
-        "cards": {dataset: LAYOUT.card(dataset) for dataset in DATASETS},
-        "runs": report_runs(),
-        "outputs": {name: output[name] for name in LAYOUT.report_outputs()},
-        "figures": {
-            dataset: {kind: LAYOUT.report_figure(kind, dataset) for kind in REPORT_FIGURES} for dataset in DATASETS
-        },
-    }
-    return json.dumps(paths, sort_keys=True)
+    return json.dumps(LAYOUT.report_paths(DATASETS, ARCHITECTURES), sort_keys=True)
 
 
 def report_settings(wildcards):

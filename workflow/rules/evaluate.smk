@@ -11,13 +11,13 @@ rule evaluate:
         tracking=rules.init_tracking.output.marker,
     output:
         **EVAL,
-    params:
-        misclassified=config["evaluation"]["misclassified"],
-    threads: 2
     log:
         LAYOUT.log("evaluate", "{dataset}", "{arch}"),
     conda:
         "../../envs/afternoon.yaml"
+    threads: 2
+    params:
+        misclassified=config["evaluation"]["misclassified"],
     shell:
         "python -m afternoon.cli evaluate --model {input.model} --run {input.run} --npz {input.npz}"
         " --card {input.card} --tracking {input.tracking} --metrics {output.metrics}"

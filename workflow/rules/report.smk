@@ -23,12 +23,12 @@ rule report:
         scores_md=LAYOUT.report_outputs()["scores_md"],
         curves=report_figures("learning_curves", "../report/learning_curves.rst", "Learning curves"),
         overfitting=report_figures("overfitting", "../report/overfitting.rst", "Overfitting"),
-    params:
-        settings=report_settings,
-        paths=report_paths,
     log:
         LAYOUT.log("report"),
     conda:
         "../../envs/afternoon.yaml"
+    params:
+        settings=report_settings,
+        paths=report_paths,
     shell:
         "python -m afternoon.cli report --settings {params.settings:q} --paths {params.paths:q} > {log} 2>&1"

@@ -2,20 +2,21 @@
 # with `distributed: {ranks: N}` trains data-parallel with Horovod: the same rule and outputs, its
 # command started by the MPI launcher as N ranks (only rank 0 writes files and the MLflow run).
 
+
 # The tracking store (a sqlite DB by default) is created once, before any training job: creating
 # it takes seconds and races when many jobs do it at once. Jobs depend on the marker file, not on
 # the DB, whose mtime changes with every write.
 rule init_tracking:
     output:
         marker=LAYOUT.tracking_marker(),
-    params:
-        uri=config["tracking"]["uri"] or "",
-        experiment=config["study"],
-        default_db=LAYOUT.tracking_db(),
     log:
         LAYOUT.log("init_tracking"),
     conda:
         "../../envs/afternoon.yaml"
+    params:
+        uri=config["tracking"]["uri"] or "",
+        experiment=config["study"],
+        default_db=LAYOUT.tracking_db(),
     shell:
         "python -m afternoon.cli init-tracking --uri '{params.uri}' --experiment {params.experiment}"
         " --default-db {params.default_db} --marker {output.marker} > {log} 2>&1"
@@ -29,10 +30,11 @@ rule train:
     output:
         **{name: path for name, path in TRAIN.items() if name != "tensorboard"},
         tensorboard=directory(TRAIN["tensorboard"]),
-    params:
-        spec=train_spec,
-        launcher=train_launcher,
-        checkpoint=LAYOUT.checkpoint_dir("{dataset}", "{arch}"),
+    log:
+        LAYOUT.log("train", "{dataset}", "{arch}"),
+    conda:
+        # the CPU or the GPU (CUDA) build of TensorFlow: config training.conda_env
+        f"../../envs/{config['training']['conda_env']}.yaml"
     threads: config["training"]["threads"]
     resources:
         # A distributed architecture (zoo: distributed.ranks > 1) runs as an MPI job of that many
@@ -41,10 +43,10 @@ rule train:
         mpi=train_mpi,
         tasks=train_ranks,
         cpus_per_task=train_cpus_per_rank,
-    log:
-        LAYOUT.log("train", "{dataset}", "{arch}"),
-    conda:
-        "../../envs/afternoon.yaml"
+    params:
+        spec=train_spec,
+        launcher=train_launcher,
+        checkpoint=LAYOUT.checkpoint_dir("{dataset}", "{arch}"),
     shell:
         "{params.launcher} python -m afternoon.cli train --spec {params.spec:q} --npz {input.npz} --card {input.card}"
         " --tracking {input.tracking} --model {output.model} --history {output.history}"

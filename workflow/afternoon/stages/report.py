@@ -1,6 +1,6 @@
-"""Stage report: the study report: "The Score Thus Far" table, learning curves, overfitting gaps, per-run
-confusion matrices and misclassified images, provenance: one self-contained HTML page (images as
-data URIs) plus scores.csv, scores.md and the figures. ``--settings`` is the report-only config
+"""Stage report: "The Score Thus Far" table, learning curves, overfitting gaps, per-run confusion
+matrices and misclassified images, provenance: one self-contained HTML page (images as data URIs)
+plus scores.csv, scores.md and the figures. ``--settings`` is the report-only config
 slice the rule passes (study, tracking URI, datasets, per architecture in zoo order its
 description and the seed's accuracy per dataset)."""
 
@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import base64
 import datetime
-import json
 from importlib import metadata, resources
 from pathlib import Path
 

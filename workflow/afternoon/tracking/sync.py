@@ -23,8 +23,12 @@ from afternoon.errors import DataFormatError
 from afternoon.fileio import read_json, write_json_atomic
 from afternoon.layout import EVAL_FILES, LOGGED_EVAL_FILES, TRAIN_FILES, Layout
 from afternoon.tracking.provenance import first_line, flatten_params, redact, strip_credentials
-from afternoon.tracking.records import logged_eval_metrics, pending_dir, pending_entries
-from afternoon.tracking.records import read_run_record
+from afternoon.tracking.records import (
+    logged_eval_metrics,
+    pending_dir,
+    pending_entries,
+    read_run_record,
+)
 from afternoon.tracking.retries import is_transient, why, with_retries
 from afternoon.tracking.runs import RunLogger, TrackingError
 from afternoon.tracking.uris import resolve_tracking_uri
@@ -58,7 +62,9 @@ def sync_tracking(results: Path, marker: Path | None = None) -> list[str]:
                 print(f"dropped {run_dir}: no longer on disk", flush=True)
                 continue
             try:
-                run_id, line = sync_run(uri, Path(run_dir), _eval_dir(layout, Path(run_dir), entries))
+                run_id, line = sync_run(
+                    uri, Path(run_dir), _eval_dir(layout, Path(run_dir), entries)
+                )
             except Exception as err:
                 if is_transient(err):
                     left = f"{len(runs) - len(synced)} run(s) still pending"

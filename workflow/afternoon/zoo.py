@@ -1,0 +1,333 @@
+"""The architecture zoo (``config/zoo.yaml``) without TensorFlow: its grammar, its defaults (the
+TensorFlow code imports them), per-dataset overrides and every check that needs neither TensorFlow
+nor data. The dry run and ``models.build_model`` check a zoo with the same rules."""
+
+from __future__ import annotations
+
+import copy
+import itertools
+import math
+import re
+from functools import partial
+
+from afternoon.errors import ConfigError
+from afternoon.registry import dataset_entry, dataset_names
+
+# --- Defaults, each written once (where Keras has the same default, ours is passed explicitly) --
+OPTIMIZER_DEFAULTS = {
+    "adam": {"learning_rate": 0.001},
+    "sgd": {"learning_rate": 0.01, "momentum": 0.0, "nesterov": False},
+}
+LAYER_DEFAULTS = {  # a maxpool's strides default to its pool_size
+    "conv2d": {"strides": 1, "padding": "valid"},
+    "maxpool2d": {"pool_size": 2, "padding": "valid"},
+}
+EARLY_STOPPING_DEFAULTS = {"patience": 3, "min_delta": 0.0, "restore_best_weights": True}
+DISTRIBUTED_DEFAULTS = {"backend": "horovod", "ranks": 1, "scale_lr": True, "warmup_epochs": 1}
+
+# The activation strings tf_keras 2.18's activations.get() turns into an activation (its functions
+# and its activation layers; tests/test_models.py checks this list against Keras).
+ACTIVATIONS = (
+    *("elu", "exponential", "gelu", "hard_sigmoid", "leaky_relu", "linear", "log_softmax"),
+    *("mish", "relu", "relu6", "selu", "sigmoid", "silu", "softmax", "softplus", "softsign"),
+    *("swish", "tanh", "ELU", "LeakyReLU", "PReLU", "ReLU", "Softmax", "ThresholdedReLU"),
+)
+# Architecture names become path components and the Snakefile's `arch` wildcard.
+ARCHITECTURE_PATTERN = "[A-Za-z0-9][A-Za-z0-9_.-]*"
+
+
+def _number(v, types=int | float):
+    return isinstance(v, types) and not isinstance(v, bool)
+
+
+def _size(v):
+    pair = isinstance(v, list | tuple) and len(v) == 2
+    return POS_INT[0](v) or (pair and all(map(POS_INT[0], v)))
+
+
+POS_INT = (lambda v: _number(v, int) and v > 0, "a positive integer")
+SIZE = (_size, "a positive integer or a pair of them")
+FRACTION = (lambda v: _number(v) and 0 <= v < 1, "a number in [0, 1)")
+POS_NUMBER = (lambda v: _number(v) and v > 0, "a positive number")
+NON_NEGATIVE = (lambda v: _number(v) and v >= 0, "a number >= 0")
+NON_NEG_INT = (lambda v: _number(v, int) and v >= 0, "an int >= 0")
+BOOL = (lambda v: isinstance(v, bool), "true or false")
+STRING = (lambda v: isinstance(v, str), "a string")
+PADDING = (lambda v: v in ("valid", "same"), "valid or same")
+ACTIVATION = (
+    lambda v: isinstance(v, str) and v in ACTIVATIONS,
+    f"a Keras activation ({', '.join(ACTIVATIONS)})",
+)
+_ANY = (lambda v: True, "anything")
+PERCENT = (lambda v: _number(v) and 0 <= v <= 100, "a percentage (0..100)")
+MONITOR = (lambda v: v in ("val_loss", "val_accuracy", "loss", "accuracy"), "a Keras metric")
+
+# Layer types and their keys, as the header of config/zoo.yaml documents them.
+LAYER_KEYS = {
+    "dense": {"required": ("units",), "optional": ("activation",)},
+    "conv2d": {
+        "required": ("filters", "kernel_size"),
+        "optional": ("strides", "padding", "activation"),
+    },
+    "maxpool2d": {"required": (), "optional": ("pool_size", "strides", "padding")},
+    "dropout": {"required": ("rate",), "optional": ()},
+    "batchnorm": {"required": (), "optional": ("momentum", "epsilon")},
+    "flatten": {"required": (), "optional": ()},
+}
+_LAYER_VALUES = {"units": POS_INT, "filters": POS_INT, "activation": ACTIVATION, "padding": PADDING}
+_LAYER_VALUES.update(dict.fromkeys(("kernel_size", "pool_size", "strides"), SIZE))
+_LAYER_VALUES.update(rate=FRACTION, momentum=FRACTION, epsilon=POS_NUMBER)
+OPTIMIZER_KEYS = {
+    "adam": {"learning_rate": POS_NUMBER, "beta_1": FRACTION, "beta_2": FRACTION},
+    "sgd": {"learning_rate": POS_NUMBER, "momentum": FRACTION, "nesterov": BOOL},
+}
+OPTIMIZER_KEYS["adam"]["epsilon"] = POS_NUMBER
+EARLY_STOPPING_KEYS = {"monitor": MONITOR, "patience": NON_NEG_INT, "restore_best_weights": BOOL}
+EARLY_STOPPING_KEYS["min_delta"] = NON_NEGATIVE
+AUGMENTATION_KEYS = {"rotation": NON_NEGATIVE, "shift": FRACTION, "zoom": FRACTION}
+# Data-parallel training (afternoon.distributed); every key optional, ranks: 1 is one process.
+DISTRIBUTED_KEYS = {"backend": (lambda v: v == "horovod", "horovod"), "ranks": POS_INT}
+DISTRIBUTED_KEYS.update(scale_lr=BOOL, warmup_epochs=NON_NEG_INT)
+REQUIRED_FIELDS = ("layers", "optimizer", "batch_size", "epochs")
+# What a dataset may override (each replaced whole); with the layers, what a job trains with.
+# The other fields (description, reference_accuracy) reach only the report: editing them
+# retrains nothing.
+OVERRIDABLE_KEYS = ("optimizer", "batch_size", "epochs", "early_stopping", "augmentation")
+OVERRIDABLE_KEYS += ("distributed",)
+TRAINING_KEYS = ("layers", *OVERRIDABLE_KEYS)
+
+
+def dataset_pattern() -> str:
+    """The registered datasets as a regex alternation (the Snakefile's `dataset` wildcard)."""
+    return "|".join(map(re.escape, dataset_names()))
+
+
+def _unknown_dataset(name) -> str:
+    return f"unknown dataset {name!r} (known: {', '.join(dataset_names())})"
+
+
+class _Invalid(Exception):
+    """A problem at a place inside one architecture; validate_architecture adds its name."""
+
+    def __init__(self, where: str, message: str):
+        super().__init__(f", {where}: {message}" if where else f": {message}")
+
+
+def _check_value(where: str, value, check) -> None:
+    if not check[0](value):
+        raise _Invalid(where, f"must be {check[1]}, got {value!r}")
+
+
+def _check_mapping(where: str, spec, checks: dict, required=()) -> None:
+    if not isinstance(spec, dict):
+        raise _Invalid(where, f"must be a mapping, got {spec!r}")
+    if missing := [key for key in required if key not in spec]:
+        raise _Invalid(where, f"missing required key {missing[0]!r}")
+    for key, value in spec.items():
+        if key not in checks:
+            raise _Invalid(where, f"unknown key {key!r} (allowed: {', '.join(checks) or 'none'})")
+        _check_value(f"{where}.{key}", value, checks[key])
+
+
+def _check_optimizer(where: str, spec) -> None:
+    if not isinstance(spec, dict) or "name" not in spec:
+        raise _Invalid(where, f"must be a mapping with a 'name' (adam or sgd), got {spec!r}")
+    if (name := spec["name"]) not in OPTIMIZER_KEYS:
+        raise _Invalid(f"{where}.name", f"unknown optimizer {name!r} (known: adam, sgd)")
+    _check_mapping(where, spec, {"name": STRING, **OPTIMIZER_KEYS[name]})
+
+
+def _check_layers(where: str, layers) -> None:
+    if not isinstance(layers, list) or not layers:
+        raise _Invalid(where, "must be a non-empty list of one-key mappings")
+    for i, entry in enumerate(layers):
+        at = f"{where}[{i}]"
+        if not isinstance(entry, dict) or len(entry) != 1:
+            raise _Invalid(at, f"must be a one-key mapping {{type: {{keys}}}}, got {entry!r}")
+        ((kind, spec),) = entry.items()
+        if kind not in LAYER_KEYS:
+            raise _Invalid(at, f"unknown layer type {kind!r} (known: {', '.join(LAYER_KEYS)})")
+        keys = LAYER_KEYS[kind]
+        checks = {k: _LAYER_VALUES[k] for k in keys["required"] + keys["optional"]}
+        _check_mapping(f"{at}.{kind}", {} if spec is None else spec, checks, keys["required"])
+    last = layers[-1]
+    if "dense" not in last or (last["dense"] or {}).get("activation") != "softmax":
+        raise _Invalid(f"{where}[{len(layers) - 1}]", "the last layer must be dense with softmax")
+
+
+def _check_per_dataset(where: str, spec, check) -> None:
+    """A mapping from registered dataset names to values that ``check(where, value)`` accepts."""
+    if not isinstance(spec, dict):
+        raise _Invalid(where, f"must be a mapping, got {spec!r}")
+    for dataset, value in spec.items():
+        if dataset not in dataset_names():
+            raise _Invalid(where, _unknown_dataset(dataset))
+        check(f"{where}.{dataset}", value)
+
+
+def _check_overrides(where: str, overrides) -> None:
+    _check_mapping(where, overrides, dict.fromkeys(OVERRIDABLE_KEYS, _ANY))
+    for key, value in overrides.items():
+        _FIELD_CHECKS[key](f"{where}.{key}", value)
+
+
+_FIELD_CHECKS = {
+    "description": lambda w, v: _check_value(w, v, STRING),
+    "layers": _check_layers,
+    "optimizer": _check_optimizer,
+    "batch_size": lambda w, v: _check_value(w, v, POS_INT),
+    "epochs": lambda w, v: _check_value(w, v, POS_INT),
+    "early_stopping": lambda w, v: _check_mapping(w, v, EARLY_STOPPING_KEYS),
+    "augmentation": lambda w, v: _check_mapping(w, v, AUGMENTATION_KEYS),
+    "reference_accuracy": lambda w, v: _check_per_dataset(
+        w, v, partial(_check_value, check=PERCENT)
+    ),
+    "datasets": lambda w, v: _check_per_dataset(w, v, _check_overrides),
+    "distributed": lambda w, v: _check_mapping(w, v, DISTRIBUTED_KEYS),
+}
+
+
+def validate_architecture(name: str, arch: dict) -> None:
+    """Raise a one-line ConfigError naming the architecture and key for anything off-format."""
+    try:
+        if not isinstance(name, str) or not re.fullmatch(ARCHITECTURE_PATTERN, name):
+            raise _Invalid("", "the name must be letters, digits, _ . - (a letter or digit first)")
+        if not isinstance(arch, dict):
+            raise _Invalid("", f"must be a mapping, got {arch!r}")
+        if missing := [field for field in REQUIRED_FIELDS if field not in arch]:
+            raise _Invalid("", f"missing required field {missing[0]!r}")
+        for field, value in arch.items():
+            if field not in _FIELD_CHECKS:
+                raise _Invalid("", f"unknown field {field!r} (allowed: {', '.join(_FIELD_CHECKS)})")
+            _FIELD_CHECKS[field](field, value)
+    except _Invalid as err:
+        raise ConfigError(f"architecture {name!r}{err}") from None
+
+
+def architecture_for(zoo: dict, name: str, dataset: str) -> dict:
+    """Architecture ``name``'s TRAINING_KEYS on ``dataset`` (overrides applied), a deep copy."""
+    arch = zoo[name]
+    spec = {key: arch[key] for key in TRAINING_KEYS if key in arch}
+    spec.update(arch.get("datasets", {}).get(dataset, {}))
+    return copy.deepcopy(spec)
+
+
+def architecture_of(spec: dict) -> dict:
+    """The architecture part of a job spec (what models.build_model takes), with its name."""
+    return {key: spec[key] for key in TRAINING_KEYS if key in spec} | {"name": spec["name"]}
+
+
+def reference_accuracy(zoo: dict, arch_name: str, dataset: str) -> float | None:
+    """The seed's published test accuracy (percent) for this architecture on this dataset."""
+    return zoo[arch_name].get("reference_accuracy", {}).get(dataset)
+
+
+def optimizer_settings(spec: dict) -> dict:
+    """The keyword arguments of a validated ``optimizer`` mapping, defaults filled in."""
+    if spec["name"] not in OPTIMIZER_DEFAULTS:
+        raise ConfigError(f"unknown optimizer {spec['name']!r} (known: adam, sgd)")
+    return {**OPTIMIZER_DEFAULTS[spec["name"]], **{k: v for k, v in spec.items() if k != "name"}}
+
+
+def layer_settings(kind: str, spec: dict | None) -> dict:
+    """The keys of a validated layer entry, defaults filled in."""
+    return {**LAYER_DEFAULTS.get(kind, {}), **(spec or {})}
+
+
+def early_stopping_settings(name, stopping: dict, has_validation, where="early_stopping") -> dict:
+    """Keras EarlyStopping's arguments for a validated ``early_stopping`` mapping, defaults filled
+    in (it monitors val_loss when there is a validation split, else loss)."""
+    settings = {"monitor": "val_loss" if has_validation else "loss", **EARLY_STOPPING_DEFAULTS}
+    settings.update(stopping)
+    if settings["monitor"].startswith("val_") and not has_validation:
+        raise ConfigError(
+            f"architecture {name!r}, {where}.monitor: {settings['monitor']!r} needs a "
+            "validation split (data.validation_fraction > 0)"
+        )
+    return settings
+
+
+def distributed_settings(spec: dict) -> dict:
+    """The job's ``distributed`` settings with defaults filled in (ranks 1: one process)."""
+    return {**DISTRIBUTED_DEFAULTS, **(spec.get("distributed") or {})}
+
+
+def ranks_of(spec: dict) -> int:
+    """How many processes train this job (1 when it is not distributed)."""
+    return int(distributed_settings(spec)["ranks"])
+
+
+def _pair(value) -> tuple[int, int]:
+    return tuple(value) if isinstance(value, list | tuple) else (value, value)
+
+
+def _layer_output(kind: str, spec: dict, shape: tuple) -> tuple | None:
+    """The output shape (no batch axis) of one zoo layer on ``shape``; None if it does not fit."""
+    if kind == "flatten" or (kind == "dense" and len(shape) > 1):  # dense flattens first
+        shape = (math.prod(shape),)
+    if kind == "dense":
+        return (spec["units"],)
+    if kind not in ("conv2d", "maxpool2d"):
+        return shape  # dropout, batchnorm
+    if len(shape) != 3:
+        return None  # a 2-D window on a flat (dense or flattened) output
+    spec = layer_settings(kind, spec)
+    if kind == "conv2d":
+        window, channels = _pair(spec["kernel_size"]), spec["filters"]
+    else:
+        window, channels = _pair(spec["pool_size"]), shape[2]
+    strides = _pair(spec.get("strides") or window)  # Keras pools with strides = pool_size
+    same = spec["padding"] == "same"  # Keras' output length along each axis (<= 0: none left)
+    sizes = zip(shape[:2], window, strides, strict=True)
+    out = tuple(-(-(n if same else n - w + 1) // s) for n, w, s in sizes)
+    return (*out, channels) if min(out) > 0 else None
+
+
+def check_input_fits(name: str, arch: dict, input_shape, num_classes: int, dataset: str) -> None:
+    """Raise a one-line ConfigError if a validated ``arch`` cannot run on ``input_shape`` (a pool
+    or valid conv larger than its input map, a 2-D layer after a flat one) or does not end in
+    ``num_classes`` units."""
+    input_shape = tuple(input_shape)
+    shape = input_shape
+    for i, entry in enumerate(arch["layers"]):
+        ((kind, spec),) = entry.items()
+        out = _layer_output(kind, spec or {}, shape)
+        if out is None:
+            raise ConfigError(
+                f"architecture {name!r}, layers[{i}] ({kind}): too big for its input {shape} "
+                f"(input shape {input_shape} of {dataset})"
+            )
+        shape = out
+    if shape[-1] != num_classes:
+        raise ConfigError(
+            f"architecture {name!r}: last layer has {shape[-1]} units, {dataset} has "
+            f"{num_classes} classes"
+        )
+
+
+def check_inputs_fit(datasets: list[str], zoo: dict, names: list[str]) -> None:
+    """The study's datasets (config key) are registered and every selected architecture fits
+    each one's images and classes (no TensorFlow: a dry run refuses, say, a pool too big)."""
+    for i, dataset in enumerate(datasets):
+        if dataset not in dataset_names():
+            raise ConfigError(f"config: key datasets.{i}: {_unknown_dataset(dataset)}")
+    for dataset in datasets:
+        entry = dataset_entry(dataset)
+        shape, classes = entry["image_shape"], len(entry["class_names"])
+        for name in names:
+            check_input_fits(name, zoo[name], shape, classes, dataset)
+
+
+def check_jobs(config: dict, zoo: dict, names: list[str]) -> None:
+    """The dry run's checks of the study's jobs (dataset x architecture): check_inputs_fit, and an
+    early stopping that monitors a val_ metric needs a validation split."""
+    check_inputs_fit(config["datasets"], zoo, names)
+    has_validation = config["data"]["validation_fraction"] > 0
+    for name, dataset in itertools.product(names, config["datasets"]):
+        overridden = "early_stopping" in zoo[name].get("datasets", {}).get(dataset, {})
+        where = f"datasets.{dataset}.early_stopping" if overridden else "early_stopping"
+        try:
+            stopping = architecture_for(zoo, name, dataset).get("early_stopping")
+            early_stopping_settings(name, stopping or {}, has_validation, where)
+        except ConfigError as err:
+            raise ConfigError(f"{config['zoo']}: {err}") from None
