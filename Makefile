@@ -26,13 +26,21 @@ $(STAMP): requirements.txt pyproject.toml
 run: $(STAMP)
 	snakemake --cores $(CORES) --show-failed-logs $(ARGS)
 	@echo
-	@echo "Report:    results/report/index.html"
+	@echo "Report:    $$($(BIN)/python -c 'from afternoon.layout import Layout as L; print(L().report_outputs()["html"])')"
 	@echo "MLflow UI: make mlflow-ui    (then open http://127.0.0.1:5000)"
 
 # The test suite also needs Horovod (compiled: ~6-10 min on 2 cores, once) and Debian packages
-# (Open MPI, Chromium, Slurm): installed here when missing, so `make test` works on a fresh machine.
+# (Open MPI, Chromium, Slurm): installed here when missing, so `make test` works on a fresh machine
+# (or stops, in one line, where it cannot install them). Its last line says how many tests ran and
+# how many skipped (from pytest's JUnit XML); its exit status is pytest's. With CI=true a test
+# that needs a missing component fails instead of skipping, and any skip fails `make test`.
 test: $(STAMP) $(SYSTEM_STAMP) $(HOROVOD_STAMP)
-	pytest $(PYTEST_ARGS)
+	@report=$$(mktemp); status=0; summary=0; \
+	echo "pytest $(PYTEST_ARGS)"; \
+	pytest --junitxml="$$report" $(PYTEST_ARGS) || status=$$?; \
+	$(BIN)/python scripts/test-summary.py "$$report" || summary=$$?; \
+	rm -f "$$report"; \
+	if [ $$status -ne 0 ]; then exit $$status; fi; exit $$summary
 
 system-packages: $(SYSTEM_STAMP)
 $(SYSTEM_STAMP): scripts/install-system-packages.sh | $(STAMP)
@@ -43,18 +51,23 @@ $(SYSTEM_STAMP): scripts/install-system-packages.sh | $(STAMP)
 # hence --no-build-isolation. Built with MPI (srun --mpi=pmix under Slurm) and gloo (a workstation).
 horovod: $(HOROVOD_STAMP)
 $(HOROVOD_STAMP): $(STAMP) $(SYSTEM_STAMP)
-	$(BIN)/python -c "import horovod.tensorflow.keras" 2>/dev/null || \
+	$(BIN)/python -c "import horovod.tensorflow.keras" 2>/dev/null || { \
 	HOROVOD_WITH_TENSORFLOW=1 HOROVOD_WITH_GLOO=1 HOROVOD_WITH_MPI=1 HOROVOD_WITHOUT_PYTORCH=1 \
 	HOROVOD_WITHOUT_MXNET=1 $(BIN)/python -m pip install --quiet --no-build-isolation \
-	--no-cache-dir horovod==0.28.1
+	--no-cache-dir horovod==0.28.1 || \
+	{ echo "make horovod: pip could not build horovod==0.28.1 (its output is above)" >&2; exit 1; }; \
+	$(BIN)/python -c "import horovod.tensorflow.keras" || \
+	{ echo "make horovod: horovod==0.28.1 installed, but horovod.tensorflow.keras does not import" >&2; exit 1; }; }
 	touch $@
 
 lint: $(STAMP)
-	ruff check . && ruff format --check . && snakemake --lint
+	ruff check . && ruff format --check . && snakefmt --check . && snakemake --lint
 
 # The MLflow UI on this machine only (127.0.0.1). See README for a network bind with auth.
 mlflow-ui: $(STAMP)
-	mlflow ui --backend-store-uri sqlite:///results/mlflow/mlflow.db --host 127.0.0.1 --port 5000
+	mlflow ui --host 127.0.0.1 --port 5000 --backend-store-uri sqlite:///$$($(BIN)/python -c \
+	"from afternoon.layout import Layout; print(Layout().tracking_db())")
 
 clean-results:
-	rm -rf results/raw results/data results/runs results/eval results/report results/logs results/mlflow .snakemake
+	find results -mindepth 1 -maxdepth 1 ! -name README.md -exec rm -rf {} +
+	rm -rf .snakemake

@@ -69,8 +69,11 @@ def main() -> None:
     root = Path(tempfile.mkdtemp(prefix="resume-cost-"))
     npz, card, marker = root / "digits.npz", root / "digits.card.json", root / "mlflow/t.json"
     preprocess_dataset("digits", None, npz, card, validation_fraction=0.1, seed=42)
-    subprocess.run(cli("init-tracking", "--experiment", "bench", "--marker", str(marker)),
-                   cwd=REPO, check=True, capture_output=True)  # fmt: skip
+    db = str(marker.with_name("mlflow.db"))
+    init = cli(
+        "init-tracking", "--experiment", "bench", "--default-db", db, "--marker", str(marker)
+    )
+    subprocess.run(init, cwd=REPO, check=True, capture_output=True)
     config = load_yaml(REPO / "config/config.yaml")
     spec = job_spec(config, load_zoo(REPO / "config/zoo.yaml"), "digits", args.arch)
     spec["epochs"] = args.epochs

@@ -18,7 +18,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
-from browser import chromium, missing_browser, mlflow_server, screenshot, wait_for  # noqa: E402
+from helpers.browser import chromium, missing_browser, screenshot  # noqa: E402
+from helpers.services import mlflow_server, wait_for  # noqa: E402
 
 
 def report_screenshot(results: Path, target: Path) -> Path:

@@ -15,18 +15,16 @@ import contextlib
 import copy
 import hashlib
 import json
-import os
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import yaml
 
-from conftest import REPO
-from datafixtures import (
+from helpers.components import missing
+from helpers.data import (
     CIFAR_TRAIN_MEMBERS,
     balanced_labels,
     idx_bytes,
@@ -36,7 +34,11 @@ from datafixtures import (
     write_manifest,
     write_truncated_gzip,
 )
-from httpserver import LoopbackServer
+from helpers.httpserver import LoopbackServer
+from helpers.paths import REPO
+from helpers.runners import run_cli as cli  # cli(*args, env=, cwd=): as a rule runs it
+from helpers.runners import run_snakemake
+from helpers.stage_args import train_output_args
 
 FINISHED = b'{"finished": "earlier, and must stay as it is"}\n'
 
@@ -73,24 +75,6 @@ def one_error_line(result: subprocess.CompletedProcess, prefix: str, *needles: s
     for needle in needles:
         assert needle in errors[0]
     return errors[0]
-
-
-def environment(extra: dict | None = None) -> dict:
-    """This environment without a tracking URI of the caller's, plus ``extra``."""
-    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
-    return env | (extra or {})
-
-
-def cli(*args: str, env: dict | None = None, cwd: Path = REPO) -> subprocess.CompletedProcess:
-    """``python -m afternoon.cli ARGS`` as a rule runs it."""
-    return subprocess.run(
-        [sys.executable, "-m", "afternoon.cli", *args],
-        capture_output=True,
-        text=True,
-        cwd=cwd,
-        env=environment(env),
-        timeout=300,
-    )
 
 
 # --- Config: `snakemake -n --configfile` ------------------------------------------------------
@@ -169,6 +153,40 @@ CONFIG_CASES = {
         None,
         ["tracking.uri 'https://mlflow.example.org/' holds a password", "MLFLOW_TRACKING_PASSWORD"],
     ),
+    "activation Keras does not know": (
+        {},
+        _tiny(layers=[{"dense": {"units": 16, "activation": "relux"}}, SOFTMAX]),
+        ["'tiny', layers[0].dense.activation: must be a Keras activation (", "got 'relux'"],
+    ),
+    "override for an unregistered dataset": (
+        {},
+        _tiny(datasets={"fashion-mnist": {"epochs": 40}}),
+        [
+            "zoo.yaml: architecture 'tiny', datasets: unknown dataset 'fashion-mnist'",
+            "(known: digits, mnist, fashion_mnist, cifar10)",
+        ],
+    ),
+    "reference accuracy of an unregistered dataset": (
+        {},
+        _tiny(reference_accuracy={"mnist": 97.5, "svhn": 95.0}),
+        [
+            "zoo.yaml: architecture 'tiny', reference_accuracy: unknown dataset 'svhn'",
+            "known: digits",
+        ],
+    ),
+    "val_ monitor without a validation split": (
+        {"data": {"validation_fraction": 0}},
+        _tiny(early_stopping={"monitor": "val_accuracy"}),
+        [
+            "zoo.yaml: architecture 'tiny', early_stopping.monitor: 'val_accuracy' needs a "
+            "validation split (data.validation_fraction > 0)"
+        ],
+    ),
+    "architecture name not a path component": (
+        {},
+        {"tiny net": TINY},
+        ["zoo.yaml: architecture 'tiny net': the name must be letters, digits, _ . -"],
+    ),
 }
 CONFIG_ENV = {"malformed MLFLOW_TRACKING_URI": {"MLFLOW_TRACKING_URI": "http//x"}}
 
@@ -190,14 +208,7 @@ def _study_dir(root: Path, overrides: dict, zoo) -> tuple[Path, Path]:
 
 def dry_run(workdir: Path, *args: str, env: dict | None = None) -> subprocess.CompletedProcess:
     """``snakemake -n`` of the repository's Snakefile in ``workdir``."""
-    command = [sys.executable, "-m", "snakemake", "-n", "-s", str(REPO / "Snakefile")]
-    return subprocess.run(
-        [*command, "--directory", str(workdir), *args],
-        capture_output=True,
-        text=True,
-        env=environment(env),
-        timeout=300,
-    )
+    return run_snakemake(workdir, "-n", *args, env=env, check=False)
 
 
 @pytest.fixture(scope="module")
@@ -236,8 +247,6 @@ def _download(dest: Path, mirror: str) -> subprocess.CompletedProcess:
     return cli(
         "download",
         "mnist",
-        "--dest",
-        str(dest),
         "--manifest",
         str(dest / "MANIFEST.json"),
         "--mirror",
@@ -373,14 +382,14 @@ def test_unknown_dataset_on_the_command_line(tmp_path):
 @contextlib.contextmanager
 def mounted(kind: str, where: Path):
     """``where`` as a read-only bind mount of itself, or a 64 KiB tmpfs; skips if mounting is
-    not allowed here (not root, or a container without CAP_SYS_ADMIN)."""
+    not allowed here (not root, or a container without CAP_SYS_ADMIN), fails under CI=true."""
     command = {
         "readonly": ["mount", "--bind", "-o", "ro", str(where), str(where)],
         "full": ["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(where)],
     }[kind]
     result = subprocess.run(command, capture_output=True, text=True)
     if result.returncode != 0:
-        pytest.skip(f"cannot mount here ({' '.join(command)}): {result.stderr.strip()}")
+        missing(f"cannot mount here ({' '.join(command)}): {result.stderr.strip()}")
     try:
         yield where
     finally:
@@ -439,7 +448,16 @@ def digits(tmp_path_factory):
     root = tmp_path_factory.mktemp("digits")
     assert _preprocess("digits", None, root).returncode == 0
     marker = root / "mlflow" / "tracking.json"
-    result = cli("init-tracking", "--experiment", "bad-inputs", "--marker", str(marker))
+    db = marker.with_name("mlflow.db")
+    result = cli(
+        "init-tracking",
+        "--experiment",
+        "bad-inputs",
+        "--default-db",
+        str(db),
+        "--marker",
+        str(marker),
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     return root
 
@@ -462,8 +480,7 @@ def _train(digits: Path, spec: dict, out: Path, npz: Path | None = None):
         str(digits / "digits.card.json"),
         "--tracking",
         str(digits / "mlflow" / "tracking.json"),
-        "--out-dir",
-        str(out),
+        *train_output_args(out),
         "--threads",
         "2",
     )
@@ -512,6 +529,9 @@ def test_malformed_tracking_uri(tmp_path, uri, needles):
     before = snapshot(out)
     marker = out / "tracking.json"
     env = {"MLFLOW_TRACKING_URI": uri}
-    result = cli("init-tracking", "--experiment", "x", "--marker", str(marker), env=env)
+    db = str(marker.with_name("mlflow.db"))
+    result = cli(
+        "init-tracking", "--experiment", "x", "--default-db", db, "--marker", str(marker), env=env
+    )
     one_error_line(result, "afternoon: error:", *needles)
     assert snapshot(out) == before

@@ -1,6 +1,6 @@
 """In a real browser (headless Chromium): the MLflow UI shows the small study's runs, and the
 report page renders every architecture's row and every image. CI installs Debian's chromium and
-chromium-driver; without them these tests are skipped, saying so."""
+chromium-driver; without them these tests are skipped, saying so (under CI=true: they fail)."""
 
 import json
 import time
@@ -8,19 +8,12 @@ import urllib.request
 
 import pytest
 
-from browser import chromium, finished_study, missing_browser, mlflow_server, screenshot, wait_for
+from helpers.browser import chromium, screenshot
+from helpers.components import needs_browser
+from helpers.services import mlflow_server, wait_for
 
-pytestmark = [
-    pytest.mark.browser,
-    pytest.mark.skipif(missing_browser() is not None, reason=missing_browser() or ""),
-]
+pytestmark = [pytest.mark.browser, needs_browser]
 RUN_NAMES = ["cnn1@digits", "fc64@digits"]
-
-
-@pytest.fixture(scope="session")
-def small_study(tmp_path_factory):
-    """The finished small study (tests/browser.py), run once per session whoever asks first."""
-    return finished_study(tmp_path_factory)
 
 
 def search_runs(url: str, experiment_id: str) -> list[dict]:

@@ -9,13 +9,14 @@ from pathlib import Path
 
 import pytest
 
-from afternoon import download
-from afternoon.download import download_dataset, fetch_file
 from afternoon.errors import DownloadError
 from afternoon.fileio import sha256_file as sha256_of
-from httpserver import LoopbackServer
+from afternoon.stages import download
+from afternoon.stages.download import download_dataset, fetch_file
+from helpers.components import need_mnist
+from helpers.httpserver import LoopbackServer
+from helpers.services import free_port
 
-SHARED_MNIST = Path(__file__).resolve().parents[1].parent / "shared/data/mnist"
 # The published checksums (tensorflow/datasets url_checksums), in sha256sum format.
 MNIST_SHA256SUMS = """
 440fcabf73cc546fa21475e81ea370265605f56be210a4024d2ca8f203523609  train-images-idx3-ubyte.gz
@@ -64,13 +65,6 @@ def dest_dir(tmp_path):
     return path
 
 
-def free_port() -> int:
-    """A loopback port with nothing listening on it (bound, then closed)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def test_sha256_of_streams_whole_file(tmp_path):
     path = tmp_path / "big.bin"
     data = os.urandom((1 << 20) * 2 + 17)  # crosses the 1 MiB block boundary
@@ -91,7 +85,7 @@ def test_cache_hit_makes_no_request(www, dest_dir, caplog):
     server, (a, _) = www
     fetch_file(a, dest_dir / "a.gz", **FAST)
     server.stop()
-    caplog.set_level("INFO", logger="afternoon.download")
+    caplog.set_level("INFO", logger="afternoon.stages.download")
     fetch_file(a, dest_dir / "a.gz", **FAST)
     assert server.count("/toy/a.gz") == 1
     assert any("cached" in r.getMessage() for r in caplog.records)
@@ -150,7 +144,7 @@ def test_404_fails_fast(www, dest_dir):
 def test_500_twice_then_success(www, dest_dir, caplog):
     server, (a, _) = www
     server.fail("/toy/a.gz", 500, times=2)
-    caplog.set_level("WARNING", logger="afternoon.download")
+    caplog.set_level("WARNING", logger="afternoon.stages.download")
     fetch_file(a, dest_dir / "a.gz", **FAST)
     assert server.count("/toy/a.gz") == 3
     assert sha256_of(dest_dir / "a.gz") == a["sha256"]
@@ -328,9 +322,7 @@ def test_registry_mnist_matches_published_checksums():
 
 
 def test_real_mnist_through_loopback_mirror(tmp_path):
-    if not SHARED_MNIST.is_dir():
-        pytest.skip("../shared/data/mnist not present: real-MNIST download check skipped")
-    with LoopbackServer(SHARED_MNIST.parent) as server:
+    with LoopbackServer(need_mnist().parent) as server:
         manifest = download_dataset(
             "mnist", tmp_path / "data", tmp_path / "mnist.json", server.base_url, **FAST
         )
@@ -342,9 +334,7 @@ def test_real_mnist_through_loopback_mirror(tmp_path):
 
 
 def test_real_mnist_local_mirror(tmp_path):
-    if not SHARED_MNIST.is_dir():
-        pytest.skip("../shared/data/mnist not present: real-MNIST download check skipped")
-    mirror = str(SHARED_MNIST.parent)
+    mirror = str(need_mnist().parent)
     manifest = download_dataset("mnist", tmp_path / "d", tmp_path / "m.json", mirror, **FAST)
     assert {f["name"]: f["sha256"] for f in manifest["files"]} == MNIST_SHA256
     assert sorted(os.listdir(tmp_path / "d")) == sorted(MNIST_SHA256)

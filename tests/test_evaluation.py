@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 import afternoon  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow is imported)
-from afternoon import evaluation, plots
+from afternoon import plots
 from afternoon.errors import AfternoonError, ConfigError, DataFormatError
 from afternoon.evaluation import (
     evaluate_model,
@@ -16,9 +16,11 @@ from afternoon.evaluation import (
     most_confident_errors,
     write_evaluation,
 )
+from afternoon.layout import EVAL_FILES
 from afternoon.runtime import configure_tensorflow
+from helpers.stage_args import eval_outputs
 
-tf = pytest.importorskip("tensorflow")
+import tensorflow as tf  # isort: skip (imported after afternoon: Keras 2)
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 CLASSES3 = ["cat", "dog", "bird"]
@@ -157,8 +159,10 @@ def test_evaluate_model_zero_division_and_uncompiled(random_set):
 
 def test_write_evaluation_files(result3, random_set, tmp_path):
     x, y = random_set
-    paths = write_evaluation(result3, tmp_path / "eval", x, y, CLASSES3, n_misclassified=7)
-    assert set(paths) == set(evaluation.OUTPUT_FILES)
+    paths = write_evaluation(
+        result3, eval_outputs(tmp_path / "eval"), x, y, CLASSES3, n_misclassified=7
+    )
+    assert set(paths) == set(EVAL_FILES)
     assert all(p.is_file() and p.parent == tmp_path / "eval" for p in paths.values())
     assert not [p for p in (tmp_path / "eval").iterdir() if p.name.startswith(".")]  # no temps
 
@@ -184,7 +188,7 @@ def test_write_evaluation_files(result3, random_set, tmp_path):
     assert shown["index"].tolist() == expected.tolist()
     assert shown["probability"].is_monotonic_decreasing
 
-    for name in ("confusion_png", "misclassified"):
+    for name in ("confusion_png", "misclassified_png"):
         assert_png(paths[name])
 
 
@@ -193,7 +197,7 @@ def test_misclassified_order_from_hand_set_model(model3, tmp_path):
     result = evaluate_model(model3, x, y, CLASSES3)
     probs = expected_probabilities(x)
     assert result["predicted"].tolist() == [0, 1, 1, 2, 0, 0]
-    paths = write_evaluation(result, tmp_path, x, y, CLASSES3, n_misclassified=3)
+    paths = write_evaluation(result, eval_outputs(tmp_path), x, y, CLASSES3, n_misclassified=3)
     shown = pd.read_csv(paths["misclassified_csv"])
     assert shown["index"].tolist() == [4, 1, 3]
     assert shown["true"].tolist() == ["bird", "cat", "dog"]
@@ -201,9 +205,11 @@ def test_misclassified_order_from_hand_set_model(model3, tmp_path):
     np.testing.assert_allclose(shown["probability"], probs[[4, 1, 3]].max(axis=1), atol=1e-5)
     assert json.loads(paths["metrics"].read_text())["n_misclassified"] == 4
 
-    everything = write_evaluation(result, tmp_path / "all", x, y, CLASSES3, n_misclassified=25)
+    everything = write_evaluation(
+        result, eval_outputs(tmp_path / "all"), x, y, CLASSES3, n_misclassified=25
+    )
     assert pd.read_csv(everything["misclassified_csv"])["index"].tolist() == [4, 1, 3, 5]
-    assert_png(everything["misclassified"])
+    assert_png(everything["misclassified_png"])
     titles = plots.misclassified_titles([2, 0], [0, 1], [0.9999, 0.5], CLASSES3)
     assert titles == ["bird → cat (p=1.00)", "cat → dog (p=0.50)"]
 
@@ -213,10 +219,10 @@ def test_zero_errors_writes_a_figure_saying_so(model3, tmp_path):
     y = expected_probabilities(x).argmax(axis=1).astype(np.uint8)
     result = evaluate_model(model3, x, y, CLASSES3)
     assert result["test_accuracy"] == 1.0
-    paths = write_evaluation(result, tmp_path, x, y, CLASSES3)
+    paths = write_evaluation(result, eval_outputs(tmp_path), x, y, CLASSES3)
     assert json.loads(paths["metrics"].read_text())["n_misclassified"] == 0
     assert pd.read_csv(paths["misclassified_csv"]).empty
-    assert_png(paths["misclassified"])
+    assert_png(paths["misclassified_png"])
 
 
 def test_rgb_misclassified_grid(tmp_path):
@@ -284,17 +290,17 @@ def test_evaluate_run_round_trip(tmp_path):
     npz, card = write_dataset(tmp_path, x, y, names)
 
     out = tmp_path / "eval"
-    metrics = evaluate_run(model_path, npz, card, out, n_misclassified=9, threads=2)
+    metrics = evaluate_run(model_path, npz, card, eval_outputs(out), n_misclassified=9, threads=2)
     assert metrics == json.loads((out / "metrics.json").read_text())
     probs = model.predict(x, verbose=0)
     assert metrics["test_accuracy"] == pytest.approx(float((probs.argmax(1) == y).mean()), abs=1e-6)
     assert metrics["n_test"] == 120 and metrics["n_misclassified_shown"] == 9
-    for file in evaluation.OUTPUT_FILES.values():
+    for file in EVAL_FILES.values():
         assert (out / file).is_file()
     assert pd.read_csv(out / "confusion_matrix.csv", index_col=0).index.tolist() == names
     assert_png(out / "confusion_matrix.png", min_side=500)
     # a second call in the same process (TF already running) does not crash on threads
-    again = evaluate_run(model_path, npz, card, tmp_path / "again", threads=3)
+    again = evaluate_run(model_path, npz, card, eval_outputs(tmp_path / "again"), threads=3)
     assert again["test_accuracy"] == metrics["test_accuracy"]
 
 
@@ -311,11 +317,11 @@ def test_evaluate_run_bad_model_files(tmp_path, random_set):
     corrupt.parent.mkdir()
     corrupt.write_bytes(b"this is not\na Keras model")
     with pytest.raises(DataFormatError) as excinfo:
-        evaluate_run(corrupt, npz, card, tmp_path / "out")
+        evaluate_run(corrupt, npz, card, eval_outputs(tmp_path / "out"))
     assert_one_line_naming(excinfo, corrupt)
     missing = tmp_path / "missing" / "model.keras"
     with pytest.raises(DataFormatError) as excinfo:
-        evaluate_run(missing, npz, card, tmp_path / "out")
+        evaluate_run(missing, npz, card, eval_outputs(tmp_path / "out"))
     assert_one_line_naming(excinfo, missing)
     assert not (tmp_path / "out").exists()
 
@@ -326,12 +332,12 @@ def test_evaluate_run_mismatches_name_the_files(tmp_path, model3, random_set):
     model3.save(model_path)
     npz, card = write_dataset(tmp_path, x, y, CLASSES3 + ["fish"])
     with pytest.raises(DataFormatError) as excinfo:  # 4 classes listed, model predicts 3
-        evaluate_run(model_path, npz, card, tmp_path / "out")
+        evaluate_run(model_path, npz, card, eval_outputs(tmp_path / "out"))
     assert_one_line_naming(excinfo, model_path)
     bad_npz = tmp_path / "bad.npz"
     bad_npz.write_bytes(b"not a zip")
     with pytest.raises(DataFormatError) as excinfo:
-        evaluate_run(model_path, bad_npz, card, tmp_path / "out")
+        evaluate_run(model_path, bad_npz, card, eval_outputs(tmp_path / "out"))
     assert_one_line_naming(excinfo, bad_npz)
     with pytest.raises(ConfigError):
         configure_tensorflow(0)

@@ -1,7 +1,5 @@
 """afternoon.formats: IDX, CIFAR-10 binary and sklearn digits parsers."""
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 
@@ -12,15 +10,14 @@ from afternoon.formats import (
     read_idx,
     read_idx_dataset,
 )
-from datafixtures import (
+from helpers.data import (
     CIFAR_TEST_MEMBER,
     CIFAR_TRAIN_MEMBERS,
-    MNIST_DIR,
-    MNIST_FILES,
     cifar_member_bytes,
     idx_bytes,
     make_cifar_archive,
     make_idx_dataset,
+    real_mnist_files,
     write_bytes,
     write_idx,
     write_truncated_gzip,
@@ -29,12 +26,6 @@ from datafixtures import (
 
 MNIST_TRAIN_COUNTS = [5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949]
 MNIST_TEST_COUNTS = [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
-
-
-def mnist_files_or_skip() -> dict[str, Path]:
-    if not MNIST_DIR.is_dir():
-        pytest.skip(f"../shared/data/mnist not present: {MNIST_DIR} (real-data check skipped)")
-    return {role: MNIST_DIR / name for role, name in MNIST_FILES.items()}
 
 
 # --- IDX ---------------------------------------------------------------------------------
@@ -265,7 +256,7 @@ def test_digits_bad_fraction(fraction):
 
 
 def test_real_mnist():
-    out = read_idx_dataset(mnist_files_or_skip())
+    out = read_idx_dataset(real_mnist_files())
     assert out["x_train"].shape == (60000, 28, 28, 1)
     assert out["x_test"].shape == (10000, 28, 28, 1)
     assert np.bincount(out["y_train"]).tolist() == MNIST_TRAIN_COUNTS

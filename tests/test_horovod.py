@@ -2,16 +2,13 @@
 
 The training tests need Horovod 0.28.1 built with TensorFlow (and Open MPI for the Snakemake run,
 whose default launcher is mpirun); they are skipped, with the reason, where
-`import horovod.tensorflow.keras` fails. CI builds Horovod. The config checks and the rule's
-launcher (a dry run) need no Horovod.
+`import horovod.tensorflow.keras` fails (under CI=true, which builds Horovod, they fail instead).
+The config checks and the rule's launcher (a dry run) need no Horovod.
 """
 
 import copy
 import json
-import os
 import re
-import shutil
-import subprocess
 import sys
 import textwrap
 from pathlib import Path
@@ -22,24 +19,17 @@ import pytest
 import yaml
 
 import afternoon  # noqa: F401 (TF_USE_LEGACY_KERAS=1 before TensorFlow loads)
-from afternoon.config import architecture_of, job_spec, load_yaml, load_zoo
+from afternoon.config import job_spec, load_yaml, load_zoo
 from afternoon.distributed import ranks_of
 from afternoon.errors import ConfigError
-from afternoon.models import validate_architecture
-from afternoon.preprocess import load_npz, preprocess_dataset
-from conftest import REPO
-
-try:
-    import horovod.tensorflow.keras  # noqa: F401
-
-    HOROVOD_MISSING = None
-except ImportError as err:  # the reason pytest -ra prints
-    HOROVOD_MISSING = (
-        f"Horovod is not installed or not importable ({err}); build it with "
-        "HOROVOD_WITH_TENSORFLOW=1 HOROVOD_WITH_MPI=1 HOROVOD_WITH_GLOO=1 "
-        "pip install --no-build-isolation horovod==0.28.1"
-    )
-needs_horovod = pytest.mark.skipif(HOROVOD_MISSING is not None, reason=HOROVOD_MISSING or "")
+from afternoon.npz import load_npz
+from afternoon.zoo import architecture_of, validate_architecture
+from helpers import runners
+from helpers.components import needs_horovod, needs_mpirun
+from helpers.paths import REPO
+from helpers.runners import cli_command as cli  # cli(*args) -> the command line, not run
+from helpers.runners import snakemake_command
+from helpers.stage_args import train_output_args
 
 HOROVODRUN = str(Path(sys.executable).with_name("horovodrun"))
 ARCH, EPOCHS = "cnn1", 5  # SGD with momentum: the warm-up's momentum correction is exercised
@@ -47,21 +37,13 @@ DISTRIBUTED = {"backend": "horovod", "ranks": 2, "scale_lr": True, "warmup_epoch
 
 
 def run(args, check=True, env=None):
-    result = subprocess.run(
-        args, capture_output=True, text=True, cwd=REPO, env={**os.environ, **(env or {})}
-    )
-    if check:
-        assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]
-    return result
+    """Run ``args`` (helpers.runners.run), by default asserting it exits 0."""
+    return runners.run(args, check=check, env=env)
 
 
 def two_ranks(*args):
     """``args`` started as 2 Horovod ranks on this machine (Gloo: no MPI launcher needed)."""
     return [HOROVODRUN, "-np", "2", "-H", "localhost:2", "--gloo", *args]
-
-
-def cli(*args):
-    return [sys.executable, "-m", "afternoon.cli", *args]
 
 
 def spec_for(**changes) -> dict:
@@ -74,13 +56,24 @@ def train_args(data, spec, out_dir, marker):
     return cli(
         "train",
         *("--spec", json.dumps(spec), "--npz", str(data["npz"]), "--card", str(data["card"])),
-        *("--tracking", str(marker), "--out-dir", str(out_dir), "--threads", "2"),
+        *("--tracking", str(marker), *train_output_args(out_dir), "--threads", "2"),
     )
 
 
 def init_tracking(root: Path, experiment: str) -> Path:
     marker = root / experiment / "tracking.json"
-    run(cli("init-tracking", "--experiment", experiment, "--marker", str(marker)))
+    db = marker.with_name("mlflow.db")
+    run(
+        cli(
+            "init-tracking",
+            "--experiment",
+            experiment,
+            "--default-db",
+            str(db),
+            "--marker",
+            str(marker),
+        )
+    )
     return marker
 
 
@@ -94,12 +87,11 @@ def accuracy_on_test_set(model_path: Path, npz: Path) -> float:
 
 
 @pytest.fixture(scope="module")
-def jobs(tmp_path_factory):
+def jobs(digits, tmp_path_factory):
     """The same architecture trained once in one process and once on 2 ranks (own MLflow stores:
-    the 2-rank store must hold exactly one run)."""
+    the 2-rank store must hold exactly one run), on the session's digits (tests/conftest.py)."""
     root = tmp_path_factory.mktemp("horovod")
-    data = {"npz": root / "digits.npz", "card": root / "digits.card.json"}
-    preprocess_dataset("digits", None, data["npz"], data["card"], validation_fraction=0.1, seed=42)
+    data = {"npz": digits["npz"], "card": digits["card"]}
     single, ranks = root / "single", root / "ranks"
     run(train_args(data, spec_for(), single, init_tracking(root, "single")))
     marker = init_tracking(root, "ranks")
@@ -216,8 +208,8 @@ def test_keras_3_is_refused_before_training(jobs, tmp_path):
 
 
 @needs_horovod
+@needs_mpirun
 @pytest.mark.slow
-@pytest.mark.skipif(shutil.which("mpirun") is None, reason="no mpirun (Open MPI) on PATH")
 def test_snakemake_trains_a_distributed_architecture_through_evaluation(tmp_path):
     import mlflow
 
@@ -230,11 +222,7 @@ def test_snakemake_trains_a_distributed_architecture_through_evaluation(tmp_path
     config.update(study="horovod-test", architectures=["fc64", "cnn_batchnorm"])
     config["training"]["max_epochs"] = 2
     (workdir / "config/config.yaml").write_text(yaml.safe_dump(config))
-    snakemake = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile")]
-    path = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
-    result = run(
-        [*snakemake, "--directory", str(workdir), "--cores", "2", "-p"], env={"PATH": path}
-    )
+    result = run(snakemake_command(workdir, "--cores", "2", "-p"))  # the jobs: this venv's python
     assert "mpirun --allow-run-as-root" in result.stdout + result.stderr
 
     for arch in ("fc64", "cnn_batchnorm"):
@@ -292,8 +280,7 @@ def test_the_job_spec_carries_the_settings_and_a_dataset_can_override_them():
 
 def planned_training(workdir: Path, *args: str) -> dict[str, dict]:
     """arch -> {"resources": ..., "shell": ...} of the digits train jobs of a dry run."""
-    snakemake = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile")]
-    result = run([*snakemake, "--directory", str(workdir), "-n", "-p", "--cores", "4", *args])
+    result = run(snakemake_command(workdir, "-n", "-p", "--cores", "4", *args))
     jobs = {}
     for block in re.split(r"\n(?=rule |localrule )", result.stdout + result.stderr):
         if block.startswith("rule train:") and "dataset=digits" in block:

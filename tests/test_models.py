@@ -79,7 +79,8 @@ def test_zoo_architecture_validates(zoo, name):
 
 def test_validation_needs_no_tensorflow():
     code = (
-        "import sys; from afternoon.zoo import check_inputs_fit, load_zoo\n"
+        "import sys\nfrom afternoon.config import load_zoo\n"
+        "from afternoon.zoo import check_inputs_fit\n"
         f"zoo = load_zoo({str(ROOT / 'config' / 'zoo.yaml')!r})\n"
         "check_inputs_fit(['digits', 'mnist', 'cifar10'], zoo, list(zoo))\n"
         "assert 'tensorflow' not in sys.modules and 'tf_keras' not in sys.modules"

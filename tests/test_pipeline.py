@@ -6,14 +6,16 @@ import re
 import pytest
 import yaml
 
-from browser import ARCHS, finished_study, snakemake
+from helpers.runners import run_snakemake
+from helpers.study import ARCHS
 
 pytestmark = pytest.mark.slow
 
 
 def planned_jobs(workdir) -> dict[str, list[str]]:
     """Rule -> sorted wildcard strings of the jobs a dry run would run."""
-    out = snakemake(workdir, "-n")
+    result = run_snakemake(workdir, "-n")
+    out = result.stdout + result.stderr
     jobs: dict[str, list[str]] = {}
     for block in re.split(r"\n(?=rule \w+:|localrule \w+:)", out):
         head = re.match(r"(?:local)?rule (\w+):", block)
@@ -24,9 +26,9 @@ def planned_jobs(workdir) -> dict[str, list[str]]:
 
 
 @pytest.fixture(scope="module")
-def study(tmp_path_factory):
-    """digits, fc64 + cnn1, 2 epochs: the session's small study (shared with the report tests)."""
-    return finished_study(tmp_path_factory)
+def study(small_study):
+    """digits, fc64 + cnn1, 2 epochs: the session's small study (tests/conftest.py)."""
+    return small_study
 
 
 def test_every_job_wrote_its_outputs(study):

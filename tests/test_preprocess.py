@@ -8,15 +8,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from afternoon import preprocess
 from afternoon.errors import ConfigError, DataFormatError
-from afternoon.preprocess import KEYS, load_npz, preprocess_dataset
-from datafixtures import (
-    MNIST_DIR,
-    MNIST_FILES,
+from afternoon.npz import KEYS, load_npz
+from afternoon.stages import preprocess
+from afternoon.stages.preprocess import preprocess_dataset
+from helpers.data import (
     make_cifar_archive,
     make_idx_dataset,
     random_images,
+    real_mnist_files,
     write_idx,
     write_manifest,
 )
@@ -306,9 +306,7 @@ def test_load_npz_not_an_npz(tmp_path, content):
 
 
 def test_real_mnist_preprocess(tmp_path):
-    if not MNIST_DIR.is_dir():
-        pytest.skip(f"../shared/data/mnist not present: {MNIST_DIR} (real-data check skipped)")
-    paths = {role: MNIST_DIR / name for role, name in MNIST_FILES.items()}
+    paths = real_mnist_files()
     manifest = write_manifest(tmp_path / "manifest.json", "mnist", paths)
     npz, card_path = outputs(tmp_path)
     card = preprocess_dataset("mnist", manifest, npz, card_path, validation_fraction=0.1)

@@ -12,9 +12,11 @@ import pytest
 import yaml
 from matplotlib.figure import Figure
 
-from afternoon import report
+from afternoon.cli import main as cli_main
+from afternoon.layout import Layout
+from afternoon.stages import report
 from afternoon.tracking import config_hash
-from browser import finished_study, snakemake
+from helpers.runners import run_snakemake
 
 ARCHS = {"fc64": "Two dense layers", "cnn1": "One convolution <and> pooling"}
 # dataset -> arch -> (test accuracy, final train accuracy, epochs run, epochs planned)
@@ -86,19 +88,22 @@ def results(tmp_path):
     return root
 
 
-@pytest.fixture(scope="session")
-def small_study(tmp_path_factory):
-    """The finished small study (tests/browser.py), run once per session whoever asks first."""
-    return finished_study(tmp_path_factory)
+def paths_of(results, out=None):
+    """The report's --paths for the results tree ``results`` (outputs in ``out``, if given)."""
+    paths = Layout(str(results)).report_paths(list(RUNS), list(ARCHS))
+    if out is not None:
+        outputs = Layout(str(out.parent)).report_paths(list(RUNS), list(ARCHS))
+        paths.update(outputs=outputs["outputs"], figures=outputs["figures"])
+    return paths
 
 
 def build(results, uri=""):
     out = results / "report"
-    return report.build_report(settings(uri), results, out), out
+    return report.build_report(settings(uri), paths_of(results)), out
 
 
 def test_score_table_numbers(results):
-    study = report.load_study(results, settings())
+    study = report.load_study(settings(), paths_of(results))
     long = report.score_rows(settings(), study["runs"])
     wide = report.score_table(settings(), long)
     assert list(wide.index) == ["fc64", "cnn1"]  # zoo order, not sorted
@@ -182,8 +187,14 @@ def test_bad_input_is_one_line_naming_the_file(results, capsys, relative, damage
         path.unlink()
     else:
         path.write_text("{}" if damage == "empty-json" else "garbage\n")
-    argv = ["--settings", json.dumps(settings()), "--results", str(results)]
-    assert report.main([*argv, "--out-dir", str(results / "report")]) == 1
+    argv = [
+        "report",
+        "--settings",
+        json.dumps(settings()),
+        "--paths",
+        json.dumps(paths_of(results)),
+    ]
+    assert cli_main(argv) == 1
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith("afternoon: error: ")
     assert str(path) in err and why in err
@@ -191,16 +202,25 @@ def test_bad_input_is_one_line_naming_the_file(results, capsys, relative, damage
 
 
 def test_module_entry_point(results):
-    argv = ["--settings", json.dumps(settings()), "--results", str(results)]
-    command = [sys.executable, "-m", "afternoon.report", *argv, "--out-dir", str(results / "r")]
+    paths = json.dumps(paths_of(results, out=results / "r" / "report"))
+    command = [
+        sys.executable,
+        "-m",
+        "afternoon.cli",
+        "report",
+        "--settings",
+        json.dumps(settings()),
+    ]
+    command += ["--paths", paths]
     done = subprocess.run(command, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
-    assert (results / "r/index.html").exists()
+    assert (results / "r/report/index.html").exists()
 
 
 def dry_run_jobs(workdir, *args):
     """Rule name -> job count that a dry run plans (Snakemake's job stats table)."""
-    out = snakemake(workdir, "-n", "--quiet", "rules", *args)
+    result = run_snakemake(workdir, "-n", "--quiet", "rules", *args)
+    out = result.stdout + result.stderr
     return {m[1]: int(m[2]) for m in re.finditer(r"^(\w+)\s+(\d+)$", out, re.M) if m[1] != "total"}
 
 
@@ -225,7 +245,7 @@ def test_snakemake_own_report(small_study, tmp_path):
     html = (small_study / "results/report/index.html").read_text()
     assert all(f'data-arch="{arch}"' in html for arch in ("fc64", "cnn1"))
     target = tmp_path / "snakemake-report.html"
-    snakemake(small_study, "--report", str(target))
+    run_snakemake(small_study, "--report", str(target))
     text = target.read_text()
     for name in (
         "learning_curves_digits.png",

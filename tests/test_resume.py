@@ -7,10 +7,8 @@ period; Snakemake then removes the job's outputs and, with `retries`, starts it 
 
 import json
 import os
-import shutil
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -19,20 +17,21 @@ import pandas as pd
 import pytest
 
 from afternoon.config import job_spec, load_yaml, load_zoo
-from afternoon.preprocess import preprocess_dataset
-from browser import write_study
-from conftest import REPO
-from test_horovod import DISTRIBUTED, needs_horovod
+from helpers import runners
+from helpers.components import needs_horovod, needs_mpirun
+from helpers.env import clean_env
+from helpers.paths import REPO
+from helpers.runners import cli_command as cli  # cli(*args) -> the command line, not run
+from helpers.runners import snakemake_command
+from helpers.stage_args import train_output_args
+from helpers.study import write_study
+from test_horovod import DISTRIBUTED
 
 pytestmark = pytest.mark.slow
 
 OUTPUTS = ("model.keras", "history.csv", "metrics.json", "run.json")
 # Columns that must match exactly (epoch_time_s is wall time).
 METRICS = ["epoch", "loss", "accuracy", "val_loss", "val_accuracy"]
-
-
-def cli(*args: str) -> list[str]:
-    return [sys.executable, "-m", "afternoon.cli", *args]
 
 
 def spec_for(arch: str, **changes) -> dict:
@@ -44,14 +43,14 @@ def train_command(data: dict, spec: dict, out_dir: Path) -> list[str]:
     return cli(
         *("train", "--spec", json.dumps(spec), "--npz", str(data["npz"])),
         *("--card", str(data["card"]), "--tracking", str(data["marker"])),
-        *("--out-dir", str(out_dir), "--threads", "2"),
+        *train_output_args(out_dir),
+        *("--threads", "2"),
     )
 
 
 def run(command: list[str]) -> subprocess.CompletedProcess:
-    result = subprocess.run(command, capture_output=True, text=True, cwd=REPO)
-    assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]
-    return result
+    """Run ``command`` (helpers.runners.run), asserting it exits 0."""
+    return runners.run(command, check=True)
 
 
 def saved_epoch(out_dir: Path) -> int:
@@ -104,12 +103,24 @@ def mlflow_run(marker: Path, run_id: str):
 
 
 @pytest.fixture(scope="module")
-def digits(tmp_path_factory):
+def digits(digits, tmp_path_factory):
+    """The session's digits dataset (tests/conftest.py), a root for this module's runs and a
+    tracking store of its own."""
     root = tmp_path_factory.mktemp("resume")
-    data = {"npz": root / "digits.npz", "card": root / "digits.card.json", "root": root}
-    preprocess_dataset("digits", None, data["npz"], data["card"], validation_fraction=0.1, seed=42)
+    data = {"npz": digits["npz"], "card": digits["card"], "root": root}
     data["marker"] = root / "mlflow" / "tracking.json"
-    run(cli("init-tracking", "--experiment", "resume", "--marker", str(data["marker"])))
+    db = data["marker"].with_name("mlflow.db")
+    run(
+        cli(
+            "init-tracking",
+            "--experiment",
+            "resume",
+            "--default-db",
+            str(db),
+            "--marker",
+            str(data["marker"]),
+        )
+    )
     return data
 
 
@@ -194,10 +205,9 @@ def test_the_next_pipeline_run_resumes_a_job_whose_process_got_sigterm(tmp_path)
     """As under Slurm: the training process gets SIGTERM, Snakemake marks the job failed and
     removes its outputs; the next `snakemake` run trains it again, from the checkpoint."""
     workdir = write_study(tmp_path, archs=["cnn_dropout"], max_epochs=8)
-    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
-    env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
-    command = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--cores", "2"]
-    command += ["--directory", str(workdir), "results/runs/digits/cnn_dropout/metrics.json"]
+    env = clean_env()
+    target = "results/runs/digits/cnn_dropout/metrics.json"
+    command = snakemake_command(workdir, "--cores", "2", target)
     out = workdir / "results/runs/digits/cnn_dropout"
     snakemake = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                  text=True)  # fmt: skip
@@ -207,7 +217,7 @@ def test_the_next_pipeline_run_resumes_a_job_whose_process_got_sigterm(tmp_path)
         assert time.monotonic() < deadline
         time.sleep(0.05)
     # The python process itself, not the shell that started it (its command line holds the same).
-    pattern = "^[^ ]*python[^ ]* -m afternoon.cli train .*--out-dir results/runs/digits/cnn_dropout"
+    pattern = "^[^ ]*python[^ ]* -m afternoon.cli train .*--run results/runs/digits/cnn_dropout/"
     found = subprocess.run(["pgrep", "-f", pattern], capture_output=True, text=True)
     trainer = found.stdout.split()
     assert len(trainer) == 1, trainer
@@ -231,7 +241,7 @@ MPIRUN = ["mpirun", "--allow-run-as-root", "--oversubscribe", "--bind-to", "none
 
 
 @needs_horovod
-@pytest.mark.skipif(shutil.which("mpirun") is None, reason="no mpirun (Open MPI) on PATH")
+@needs_mpirun
 def test_a_killed_horovod_job_resumes_every_rank_from_rank_0s_checkpoint(digits):
     """2 ranks, batch norm (moving statistics averaged over the ranks every epoch, so rank 0's
     checkpoint holds what every rank holds); the launcher and both ranks get SIGKILL."""
@@ -241,7 +251,7 @@ def test_a_killed_horovod_job_resumes_every_rank_from_rank_0s_checkpoint(digits)
     out = digits["root"] / "horovod-killed"
     command = MPIRUN + train_command(digits, spec, out)
     process, _ = start_and_stop(command, out, signal.SIGKILL, group=True)
-    for pid in subprocess.run(["pgrep", "-f", f"--out-dir {out}"], capture_output=True,
+    for pid in subprocess.run(["pgrep", "-f", "--", f"--run {out}/"], capture_output=True,
                               text=True).stdout.split():  # fmt: skip
         os.kill(int(pid), signal.SIGKILL)  # a rank the launcher left behind
     assert [name for name in OUTPUTS if (out / name).exists()] == []

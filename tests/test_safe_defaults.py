@@ -8,7 +8,6 @@ import os
 import re
 import secrets
 import subprocess
-import sys
 import tarfile
 import uuid
 import zipfile
@@ -18,24 +17,21 @@ import numpy as np
 import pytest
 import yaml
 
-from browser import write_study
-from conftest import REPO
-from datafixtures import CIFAR_DIR, make_cifar_archive, write_manifest
+from helpers import runners
+from helpers.data import CIFAR_DIR, make_cifar_archive, write_manifest
+from helpers.paths import REPO
+from helpers.runners import run_cli as cli  # cli(*args, cwd=): python -m afternoon.cli
+from helpers.runners import snakemake_command
+from helpers.stage_args import train_output_args
+from helpers.study import write_study
 
 PACKAGE = REPO / "workflow" / "afternoon"
 LOOPBACK = "127.0.0.1"
 
 
 def run(command: list[str], env: dict | None = None, cwd: Path = REPO):
-    base = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
-    base["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), base.get("PATH", "")])
-    return subprocess.run(
-        command, capture_output=True, text=True, cwd=cwd, env=base | (env or {}), timeout=900
-    )
-
-
-def cli(*args: str, cwd: Path = REPO):
-    return run([sys.executable, "-m", "afternoon.cli", *args], cwd=cwd)
+    """``command`` in a clean environment plus ``env`` (helpers.runners.run)."""
+    return runners.run(command, env=env, cwd=cwd)
 
 
 def one_error_line(result, *needles: str) -> str:
@@ -244,7 +240,7 @@ def test_pickled_object_array_is_refused_and_never_run(study, tmp_path):
         "train", "--spec", json_spec(), "--npz", str(tmp_path / "evil.npz"),
         "--card", str(data / "digits.card.json"),
         "--tracking", str(workdir / "results/mlflow/tracking.json"),
-        "--out-dir", str(tmp_path / "run"),
+        *train_output_args(tmp_path / "run"),
     )  # fmt: skip
     one_error_line(result, "evil.npz", "'x_train'", "allow_pickle=False")
     assert not marker.exists()
@@ -274,8 +270,7 @@ PAYLOADS = {
 
 
 def _dry_run(workdir: Path, configfile: Path):
-    command = [sys.executable, "-m", "snakemake", "-n", "-s", str(REPO / "Snakefile")]
-    return run([*command, "--directory", str(workdir), "--configfile", str(configfile)])
+    return run(snakemake_command(workdir, "-n", "--configfile", str(configfile)))
 
 
 @pytest.mark.parametrize("payload", PAYLOADS)
@@ -337,8 +332,7 @@ def study(tmp_path_factory):
     tmp.mkdir()
     tokens = {name: secrets.token_hex(16) for name in SECRET_NAMES}  # 32 characters each
     env = tokens | {"HOME": str(home), "TMPDIR": str(tmp), "MLFLOW_TRACKING_USERNAME": "alice"}
-    command = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile")]
-    result = run([*command, "--directory", str(workdir), "--cores", "2"], env=env)
+    result = run(snakemake_command(workdir, "--cores", "2"), env=env)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     return {"root": root, "workdir": workdir, "tokens": tokens, "result": result}
 

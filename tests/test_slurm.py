@@ -3,8 +3,9 @@
 The cluster is tests/slurm/start-cluster.sh's lab: Slurm 22.05 from Debian packages on 127.0.0.1,
 one node with fake GPUs, slurmdbd accounting (the executor plugin polls sacct), MPI through PMIx.
 It needs root (it starts daemons) and apt (the packages, installed when missing): elsewhere these
-tests skip, saying why. CI runs them. The profile is used as shipped; only its site variables are
-set for the lab (partitions, account, and memory and polling sized for a small machine).
+tests skip, saying why; under CI=true they fail instead (CI runs them). The profile is used as
+shipped; only its site variables are set for the lab (partitions, account, and memory and polling
+sized for a small machine).
 
 A small study (digits, fc64 + cnn1, one epoch; plus fc64 on 2 Horovod ranks when
 ``horovod.tensorflow.keras`` imports with MPI) runs once per module; the tests then read sacct,
@@ -28,7 +29,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import REPO
+from helpers.components import missing, need_root
+from helpers.env import clean_env
+from helpers.paths import REPO
 
 pytestmark = pytest.mark.slurm
 
@@ -65,12 +68,12 @@ def _script(name: str, env: dict) -> subprocess.CompletedProcess:
 def cluster():
     """The lab cluster, started for this module (and stopped after it, unless it was already
     running: then it is someone's, and stays)."""
-    if os.geteuid() != 0:
-        pytest.skip("the lab Slurm cluster starts daemons as root: run as root (CI does)")
+    need_root("the lab Slurm cluster starts daemons as root")
     env = {**os.environ, "AFTERNOON_SLURM_DIR": str(STATE)}
     started = _script("start-cluster.sh", env)
-    if started.returncode == 2:
-        pytest.skip(f"no lab Slurm cluster here: {started.stderr.strip().splitlines()[-1]}")
+    if started.returncode == 2:  # this machine cannot run it (the script says why, last)
+        lines = started.stderr.strip().splitlines() or [f"{SCRIPTS}/start-cluster.sh exited 2"]
+        missing(f"no lab Slurm cluster here: {lines[-1]}")
     assert started.returncode == 0, started.stdout + started.stderr
     ours = "already running" not in started.stderr
     env["SLURM_CONF"] = str(STATE / "etc" / "slurm.conf")
@@ -215,11 +218,11 @@ class Study:
 
 def lab_env(cluster) -> dict:
     """The environment Snakemake runs in: the lab's site variables, this interpreter's PATH."""
-    env = {k: v for k, v in cluster.items() if not k.startswith(("SLURM_", "MLFLOW_"))}
-    env.update(LAB, SLURM_CONF=cluster["SLURM_CONF"])
     # Jobs run `python -m afternoon.cli` from the PATH they are submitted with (sbatch
-    # --export=ALL): this interpreter's.
-    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    # --export=ALL): clean_env puts this interpreter's first.
+    env = {k: v for k, v in clean_env().items() if not k.startswith("SLURM_")}
+    env.update(LAB, AFTERNOON_SLURM_DIR=cluster["AFTERNOON_SLURM_DIR"])
+    env.update(SLURM_CONF=cluster["SLURM_CONF"])
     return env
 
 
@@ -305,7 +308,7 @@ def test_mlflow_runs_carry_their_slurm_job_id(study):
 
 def test_horovod_job_ran_two_mpi_tasks(study):
     if study.horovod is not None:
-        pytest.skip(f"Horovod part skipped: {study.horovod}")
+        missing(f"Horovod part skipped: {study.horovod}")
     (job,) = [j for j in study.jobs if (j.rule, j.wildcards) == ("train", f"digits_{HOROVOD_ARCH}")]
     assert job.tres.get("gres/gpu") == "1"
     # The batch step runs Snakemake; the step it starts (`srun --mpi=pmix -n 2`) runs the ranks.

@@ -13,9 +13,10 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
-from afternoon import retries, tracking
+from afternoon import tracking
 from afternoon.errors import ConfigError, DataFormatError
-from conftest import REPO
+from afternoon.tracking import provenance, retries, runs, uris
+from helpers.paths import REPO
 
 EXPERIMENT = "afternoon-test"
 
@@ -45,9 +46,7 @@ print(run.run_id)
 """
 
 
-@pytest.fixture(autouse=True)
-def no_env_uri(monkeypatch):
-    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+pytestmark = pytest.mark.usefixtures("clean_mlflow_env")
 
 
 @pytest.fixture(scope="module")
@@ -177,13 +176,19 @@ def test_context_manager_marks_failed_and_killed(store):
     assert client.get_run(run.run_id).info.status == "KILLED"
 
 
-def test_sigterm_inside_run_marks_it_killed(store):
-    if signal.getsignal(signal.SIGTERM) != signal.SIG_DFL:
-        pytest.skip("something else handles SIGTERM in this process")
+@pytest.fixture
+def default_sigterm():
+    """SIGTERM at its default action for the test (a test runner may have its own handler)."""
+    previous = signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    yield
+    signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
+
+
+def test_sigterm_inside_run_marks_it_killed(store, default_sigterm):
     uri = store["tracking_uri"]
     with pytest.raises(tracking.Terminated):
         with tracking.RunLogger.start(uri, EXPERIMENT, "t", {}, {}) as run:
-            assert signal.getsignal(signal.SIGTERM) is tracking._raise_terminated
+            assert signal.getsignal(signal.SIGTERM) is runs._raise_terminated
             os.kill(os.getpid(), signal.SIGTERM)
             time.sleep(5)  # the handler raises before this ends
     assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL
@@ -230,7 +235,7 @@ def test_six_processes_log_to_one_sqlite_store_at_once(store, tmp_path, spawn):
 @pytest.fixture
 def sleeps(monkeypatch):
     slept = []
-    monkeypatch.setattr(tracking.time, "sleep", slept.append)
+    monkeypatch.setattr(retries.time, "sleep", slept.append)
     return slept
 
 
@@ -251,7 +256,7 @@ def test_with_retries_retries_sqlite_locks(sleeps):
             raise RuntimeError("(sqlite3.OperationalError) database is locked")
         return x + y
 
-    assert tracking.with_retries(flaky, 40, y=2) == 42
+    assert retries.with_retries(flaky, 40, y=2) == 42
     assert len(calls) == 3
     assert 0.1 <= sleeps[0] <= 0.2 and 0.2 <= sleeps[1] <= 0.4
 
@@ -264,7 +269,7 @@ def test_with_retries_gives_up_and_does_not_retry_other_errors(sleeps):
         raise RuntimeError("database table is locked")
 
     with pytest.raises(RuntimeError, match="locked"):
-        tracking.with_retries(locked, attempts=3)
+        retries.with_retries(locked, attempts=3)
     assert len(calls) == 3
 
     def wrong():
@@ -272,7 +277,7 @@ def test_with_retries_gives_up_and_does_not_retry_other_errors(sleeps):
         raise ValueError("bad value")
 
     with pytest.raises(ValueError):
-        tracking.with_retries(wrong)
+        retries.with_retries(wrong)
     assert calls.count(2) == 1
 
 
@@ -285,9 +290,9 @@ def test_refused_connection_to_a_tracking_server_is_transient(monkeypatch):
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
     with pytest.raises(Exception) as err:
         MlflowClient(f"http://127.0.0.1:{port}").get_experiment_by_name("x")
-    assert tracking.is_transient(err.value)
-    assert tracking.is_transient(requests.exceptions.ConnectionError("boom"))
-    assert not tracking.is_transient(ValueError("bad value"))
+    assert retries.is_transient(err.value)
+    assert retries.is_transient(requests.exceptions.ConnectionError("boom"))
+    assert not retries.is_transient(ValueError("bad value"))
 
 
 def test_with_retries_stops_at_its_time_budget(sleeps, monkeypatch):
@@ -299,7 +304,7 @@ def test_with_retries_stops_at_its_time_budget(sleeps, monkeypatch):
 
     monkeypatch.setattr(retries, "RETRY_BUDGET_S", 0.0)
     with pytest.raises(RuntimeError, match="locked"):
-        tracking.with_retries(locked)
+        retries.with_retries(locked)
     assert len(calls) == 1 and sleeps == []
 
 
@@ -311,18 +316,18 @@ def test_why_names_the_cause_in_a_few_words():
         "(Caused by NewConnectionError('...: Failed to establish a new connection: "
         "[Errno 111] Connection refused'))"
     )
-    assert tracking.why(refused) == "[Errno 111] Connection refused"
+    assert retries.why(refused) == "[Errno 111] Connection refused"
     wrapped = RuntimeError("API request failed")
     wrapped.__cause__ = RuntimeError("(sqlite3.OperationalError) database is locked")
-    assert tracking.why(wrapped) == "database is locked"
-    assert tracking.why(ValueError("bad value\nsecond line")) == "bad value"
+    assert retries.why(wrapped) == "database is locked"
+    assert retries.why(ValueError("bad value\nsecond line")) == "bad value"
 
 
 def test_sqlite_stores_get_a_busy_timeout(tmp_path):
     uri = f"sqlite:///{tmp_path}/m.db"
-    assert tracking._store_uri(uri) == f"{uri}?timeout={tracking.SQLITE_BUSY_TIMEOUT_S}"
-    assert tracking._store_uri(f"{uri}?timeout=3") == f"{uri}?timeout=3"
-    assert tracking._store_uri("http://127.0.0.1:5000") == "http://127.0.0.1:5000"
+    assert runs._store_uri(uri) == f"{uri}?timeout={runs.SQLITE_BUSY_TIMEOUT_S}"
+    assert runs._store_uri(f"{uri}?timeout=3") == f"{uri}?timeout=3"
+    assert runs._store_uri("http://127.0.0.1:5000") == "http://127.0.0.1:5000"
 
 
 # --- URIs ----------------------------------------------------------------------------------------
@@ -368,9 +373,9 @@ def test_credentials_stay_out_of_configs_records_and_urls(monkeypatch, tmp_path)
     assert tracking.read_run_record(tmp_path / "run.json")["tracking_uri"] == (
         "https://mlflow.example.org/"
     )
-    url = tracking.run_url(uri, "3", "abc")
+    url = uris.run_url(uri, "3", "abc")
     assert url == "https://mlflow.example.org/#/experiments/3/runs/abc"
-    assert tracking.run_url(f"sqlite:///{tmp_path}/m.db", "3", "abc") is None
+    assert uris.run_url(f"sqlite:///{tmp_path}/m.db", "3", "abc") is None
 
 
 def test_secrets_are_redacted_in_params_and_tags(monkeypatch, store):
@@ -394,14 +399,14 @@ def test_secrets_are_redacted_in_params_and_tags(monkeypatch, store):
 def test_flatten_params_and_config_hash_exact():
     spec = {"a": [1, 2], "b": {"c": 0.5}}
     layers = {"layers": [{"conv2d": {"filters": 32}}, {"flatten": {}}], "seed": None, "x": True}
-    assert tracking.flatten_params(spec) == {"a": "[1, 2]", "b.c": "0.5"}
-    assert tracking.flatten_params(layers) == {
+    assert provenance.flatten_params(spec) == {"a": "[1, 2]", "b.c": "0.5"}
+    assert provenance.flatten_params(layers) == {
         "layers.0.conv2d.filters": "32",
         "layers.1.flatten": "{}",
         "seed": "None",
         "x": "True",
     }
-    assert tracking.flatten_params({"lr": 0.1}, prefix="optimizer") == {"optimizer.lr": "0.1"}
+    assert provenance.flatten_params({"lr": 0.1}, prefix="optimizer") == {"optimizer.lr": "0.1"}
     expected = "3a36d5b0e625029fae060049c66c7b7c1a7bfbf77e1e9fcf24c57733fb62c8f5"
     assert expected == hashlib.sha256(b'{"a":[1,2],"b":{"c":0.5}}').hexdigest()
     assert tracking.config_hash(spec) == expected

@@ -3,7 +3,6 @@
 import json
 import re
 import subprocess
-import sys
 import time
 
 import pytest
@@ -11,25 +10,22 @@ from mlflow.tracking import MlflowClient
 
 from afternoon import tracking
 from afternoon.config import job_spec, load_yaml, load_zoo
-from afternoon.preprocess import preprocess_dataset
-from conftest import REPO
+from helpers.paths import REPO
+from helpers.runners import cli_command
+from helpers.runners import run as run_command
+from helpers.stage_args import train_output_args
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("clean_mlflow_env")]
 JOBS, EPOCHS = 8, 2
 
 
-@pytest.fixture(autouse=True)
-def no_env_uri(monkeypatch):
-    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-
-
-def test_eight_training_jobs_at_once_on_one_sqlite_store(tmp_path):
-    npz, card = tmp_path / "digits.npz", tmp_path / "digits.card.json"
-    preprocess_dataset("digits", None, npz, card, validation_fraction=0.1, seed=42)
+def test_eight_training_jobs_at_once_on_one_sqlite_store(tmp_path, digits):
+    npz, card = digits["npz"], digits["card"]  # read by every job
     marker = tmp_path / "results/mlflow/tracking.json"
-    cli = [sys.executable, "-m", "afternoon.cli"]
+    cli = cli_command()
     init = [*cli, "init-tracking", "--experiment", "eight", "--marker", str(marker)]
-    subprocess.run(init, check=True, cwd=REPO, capture_output=True)
+    init += ["--default-db", str(marker.with_name("mlflow.db"))]
+    run_command(init, check=True)
     config = load_yaml(REPO / "config/config.yaml")
     spec = job_spec(config, load_zoo(REPO / "config/zoo.yaml"), "digits", "fc64")
     spec.update(epochs=EPOCHS)
@@ -39,7 +35,7 @@ def test_eight_training_jobs_at_once_on_one_sqlite_store(tmp_path):
         out = tmp_path / f"results/runs/digits/job{index}"
         logs.append(tmp_path / f"job{index}.log")
         command = [*cli, "train", "--spec", json.dumps({**spec, "seed": index}), "--npz", npz,
-                   "--card", card, "--tracking", marker, "--out-dir", out,
+                   "--card", card, "--tracking", marker, *train_output_args(out),
                    "--threads", "1"]  # fmt: skip
         with open(logs[-1], "w") as log:
             jobs.append(subprocess.Popen(list(map(str, command)), cwd=REPO, stdout=log, stderr=log))

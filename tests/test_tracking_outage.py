@@ -6,91 +6,34 @@ import json
 import logging
 import os
 import signal
-import socket
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pandas as pd
 import pytest
-import requests
 from mlflow.tracking import MlflowClient
 
 from afternoon import tracking
 from afternoon.errors import DataFormatError
-from afternoon.sync import sync_tracking
-from conftest import REPO
+from afternoon.tracking import records
+from afternoon.tracking.sync import sync_tracking
+from helpers.paths import REPO
+from helpers.runners import cli_command
+from helpers.runners import run_cli as cli  # cli(*args): python -m afternoon.cli, as a rule does
+from helpers.services import MlflowServer, free_port
+from helpers.stage_args import eval_output_args, train_output_args
 
 EXPERIMENT = "outage"
-# The CLI tests need train_job to track with offline_ok (RunLogger.start(..., offline_ok=True)).
-TRAIN_OFFLINE = any(
-    "offline_ok=True" in path.read_text()
-    for path in (REPO / "workflow/afternoon").glob("training*.py")
-)
-needs_offline_training = pytest.mark.skipif(
-    not TRAIN_OFFLINE, reason="training.train_job does not track with offline_ok yet"
-)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-class MlflowServer:
-    """`mlflow server` on 127.0.0.1 with its own sqlite store and artifacts under ``root``."""
-
-    def __init__(self, root: Path):
-        self.root, self.port, self.proc = root, free_port(), None
-        self.uri = f"http://127.0.0.1:{self.port}"
-
-    def start(self, timeout: float = 240) -> float:
-        """Start and wait until /health answers; returns the seconds that took."""
-        command = [Path(sys.executable).parent / "mlflow", "server", "--host", "127.0.0.1",
-                   "--port", str(self.port), "--workers", "1",
-                   "--backend-store-uri", f"sqlite:///{self.root}/server.db",
-                   "--artifacts-destination", str(self.root / "artifacts")]  # fmt: skip
-        log = open(self.root / "server.log", "a")  # noqa: SIM115 (the server writes it)
-        self.proc = subprocess.Popen(
-            command, stdout=log, stderr=subprocess.STDOUT, cwd=self.root, start_new_session=True
-        )
-        log.close()
-        started = time.monotonic()
-        while time.monotonic() - started < timeout:
-            assert self.proc.poll() is None, (self.root / "server.log").read_text()[-3000:]
-            try:
-                if requests.get(f"{self.uri}/health", timeout=2).status_code == 200:
-                    return time.monotonic() - started
-            except requests.RequestException:
-                pass
-            time.sleep(0.3)
-        raise AssertionError(f"mlflow server not up after {timeout} s")
-
-    def stop(self, sig=signal.SIGTERM) -> None:
-        """SIGTERM (or ``sig``) to the server's process group; SIGKILL if it lingers."""
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        os.killpg(self.proc.pid, sig)
-        try:
-            self.proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait()
-        self.proc = None
+pytestmark = pytest.mark.usefixtures("clean_mlflow_env")
 
 
 @pytest.fixture
 def server(tmp_path):
+    """A real `mlflow server` (helpers.services), not started: the test starts and kills it."""
     srv = MlflowServer(tmp_path)
     yield srv
     srv.stop(signal.SIGKILL)
-
-
-@pytest.fixture(autouse=True)
-def no_env_uri(monkeypatch):
-    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
 
 
 def fake_job(results: Path, uri: str, run_id=None, epochs: int = 5, *, complete=False) -> Path:
@@ -202,7 +145,7 @@ def test_run_records_and_pending_entries(tmp_path):
     again = tracking.record_pending(marker, record.parent, "train", "refused again")
     assert again == entry  # one entry per run and stage
     tracking.record_pending(marker, record.parent, "evaluate", "refused")
-    entries = tracking.pending_entries(marker)
+    entries = records.pending_entries(marker)
     assert [e["stage"] for _, e in entries] == ["evaluate", "train"]
     assert entries[1][1]["run_dir"] == str(record.parent) and "u:p@" not in entries[1][1]["reason"]
     with pytest.raises(ValueError):
@@ -213,8 +156,7 @@ def test_run_records_and_pending_entries(tmp_path):
 
 
 def sync_cli(results: Path, env: dict | None = None) -> subprocess.CompletedProcess:
-    command = [sys.executable, "-m", "afternoon.cli", "sync-tracking", "--results", str(results)]
-    return subprocess.run(command, capture_output=True, text=True, cwd=REPO, env=env)
+    return cli("sync-tracking", "--results", str(results), env=env)
 
 
 def test_sync_creates_a_run_that_never_reached_the_server(tmp_path, server):
@@ -229,7 +171,7 @@ def test_sync_creates_a_run_that_never_reached_the_server(tmp_path, server):
     assert down.returncode == 1
     assert down.stderr.startswith("afternoon: error: tracking store") and down.stdout == ""
     assert len(down.stderr.strip().splitlines()) == 1 and "1 run(s) still pending" in down.stderr
-    assert len(tracking.pending_entries(results / "mlflow/tracking.json")) == 2
+    assert len(records.pending_entries(results / "mlflow/tracking.json")) == 2
 
     print(f"mlflow server up in {server.start():.1f} s")
     started = time.monotonic()
@@ -248,7 +190,7 @@ def test_sync_creates_a_run_that_never_reached_the_server(tmp_path, server):
     assert run.info.run_name == "fc64@digits"
     assert run.data.params["optimizer.name"] == "adam"
     assert run.data.tags["afternoon.rule"] == "train"
-    assert tracking.pending_entries(results / "mlflow/tracking.json") == []
+    assert records.pending_entries(results / "mlflow/tracking.json") == []
 
     again = sync_cli(results)  # idempotent: nothing pending, nothing logged
     assert again.returncode == 0 and again.stdout.startswith("nothing to sync")
@@ -290,21 +232,6 @@ def test_server_killed_mid_run_then_sync_fills_in_without_duplicates(tmp_path, s
 # --- real training jobs through the CLI ----------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def digits(tmp_path_factory):
-    from afternoon.preprocess import preprocess_dataset
-
-    root = tmp_path_factory.mktemp("digits")
-    npz, card = root / "digits.npz", root / "digits.card.json"
-    preprocess_dataset("digits", None, npz, card, validation_fraction=0.1, seed=42)
-    return {"npz": npz, "card": card}
-
-
-def cli(*args) -> subprocess.CompletedProcess:
-    command = [sys.executable, "-m", "afternoon.cli", *map(str, args)]
-    return subprocess.run(command, capture_output=True, text=True, cwd=REPO)
-
-
 def train_command(digits, results: Path, epochs: int) -> list:
     from afternoon.config import job_spec, load_yaml, load_zoo
 
@@ -314,7 +241,7 @@ def train_command(digits, results: Path, epochs: int) -> list:
     spec.pop("early_stopping", None)
     return ["train", "--spec", json.dumps(spec), "--npz", digits["npz"], "--card", digits["card"],
             "--tracking", results / "mlflow/tracking.json",
-            "--out-dir", results / "runs/digits/fc64",
+            *train_output_args(results / "runs/digits/fc64"),
             "--threads", "1", "--tag", "snakemake_rule=train"]  # fmt: skip
 
 
@@ -323,7 +250,6 @@ def failure_lines(stderr: str) -> list[str]:
 
 
 @pytest.mark.slow
-@needs_offline_training
 def test_train_and_evaluate_with_server_down_then_sync(tmp_path, digits, server):
     results = tmp_path / "results"
     write_marker(results, server.uri)  # init-tracking ran while the server was up
@@ -341,12 +267,13 @@ def test_train_and_evaluate_with_server_down_then_sync(tmp_path, digits, server)
     assert record["params"]["name"] == "fc64"
 
     evaluated = cli("evaluate", "--model", run_dir / "model.keras", "--run", run_dir / "run.json",
-                    "--npz", digits["npz"], "--card", digits["card"], "--out-dir", eval_dir,
+                    "--npz", digits["npz"], "--card", digits["card"],
+                    "--tracking", results / "mlflow/tracking.json", *eval_output_args(eval_dir),
                     "--threads", "1")  # fmt: skip
     assert evaluated.returncode == 0, evaluated.stderr[-3000:]
     assert (eval_dir / "metrics.json").is_file() and (eval_dir / "misclassified.png").is_file()
     stages = sorted(
-        e["stage"] for _, e in tracking.pending_entries(results / "mlflow/tracking.json")
+        e["stage"] for _, e in records.pending_entries(results / "mlflow/tracking.json")
     )
     assert stages == ["evaluate", "train"]
 
@@ -366,19 +293,17 @@ def test_train_and_evaluate_with_server_down_then_sync(tmp_path, digits, server)
 
 
 @pytest.mark.slow
-@needs_offline_training
 def test_server_killed_mid_training_then_sync(tmp_path, digits, server):
     results = tmp_path / "results"
     marker = results / "mlflow/tracking.json"
     server.start()
-    assert cli("init-tracking", "--uri", server.uri, "--experiment", EXPERIMENT,
-               "--marker", marker).returncode == 0  # fmt: skip
+    assert cli("init-tracking", "--uri", server.uri, "--experiment", EXPERIMENT, "--default-db",
+               results / "mlflow/mlflow.db", "--marker", marker).returncode == 0  # fmt: skip
     client = MlflowClient(server.uri)
     experiment_id = client.get_experiment_by_name(EXPERIMENT).experiment_id
     epochs = 150
     log = open(tmp_path / "train.log", "w+")  # noqa: SIM115
-    job = subprocess.Popen([sys.executable, "-m", "afternoon.cli",
-                            *map(str, train_command(digits, results, epochs))],
+    job = subprocess.Popen(cli_command(*train_command(digits, results, epochs)),
                            cwd=REPO, stdout=log, stderr=subprocess.STDOUT)  # fmt: skip
     try:
         deadline = time.monotonic() + 300

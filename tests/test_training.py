@@ -1,38 +1,35 @@
 """Training jobs: outputs, reproducibility (identical weights), NaN detection, early stopping."""
 
 import json
-import subprocess
-import sys
 
 import numpy as np
 import pandas as pd
 import pytest
 
 from afternoon.config import job_spec, load_yaml, load_zoo
-from afternoon.preprocess import preprocess_dataset
-from conftest import REPO
+from helpers import runners
+from helpers.paths import REPO
+from helpers.stage_args import train_output_args
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def digits(tmp_path_factory):
-    """The digits dataset preprocessed once, and a tracking store initialised once."""
-    root = tmp_path_factory.mktemp("digits")
-    npz, card = root / "digits.npz", root / "digits.card.json"
-    preprocess_dataset("digits", None, npz, card, validation_fraction=0.1, seed=42)
+def digits(digits, tmp_path_factory):
+    """The session's digits dataset (tests/conftest.py), and a tracking store initialised once."""
+    npz, card = digits["npz"], digits["card"]
+    root = tmp_path_factory.mktemp("training")
     marker = root / "mlflow" / "tracking.json"
-    run_cli("init-tracking", "--experiment", "test-training", "--marker", str(marker))
+    db = marker.with_name("mlflow.db")
+    run_cli(
+        "init-tracking", "--experiment", "test-training", "--default-db", db, "--marker", marker
+    )
     return {"npz": npz, "card": card, "marker": marker, "root": root}
 
 
 def run_cli(*args, check=True):
-    result = subprocess.run(
-        [sys.executable, "-m", "afternoon.cli", *args], capture_output=True, text=True, cwd=REPO
-    )
-    if check:
-        assert result.returncode == 0, result.stderr[-3000:]
-    return result
+    """helpers.runners.run_cli, checked by default."""
+    return runners.run_cli(*args, check=check)
 
 
 def spec_for(arch: str, **changes) -> dict:
@@ -53,8 +50,7 @@ def train(digits, spec, out_dir, check=True):
         str(digits["card"]),
         "--tracking",
         str(digits["marker"]),
-        "--out-dir",
-        str(out_dir),
+        *train_output_args(out_dir),
         "--threads",
         "2",
         "--tag",

@@ -1,20 +1,14 @@
 """The DAG: what a dry run plans for the shipped configs."""
 
 import re
-import subprocess
-import sys
 
-from conftest import REPO
+from helpers.paths import REPO
+from helpers.runners import run_snakemake
 
 
 def dry_run_jobs(*args: str) -> dict[str, int]:
     """Rule name -> job count of a dry run (Snakemake's job stats table)."""
-    result = subprocess.run(
-        [sys.executable, "-m", "snakemake", "-n", "--quiet", "rules", *args],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-    )
+    result = run_snakemake(REPO, "-n", "--quiet", "rules", *args, check=False)
     assert result.returncode == 0, result.stderr
     out = result.stdout + result.stderr
     return {m[1]: int(m[2]) for m in re.finditer(r"^(\w+)\s+(\d+)$", out, re.M) if m[1] != "total"}
@@ -27,8 +21,6 @@ def test_workshop_plans_download_and_preprocess_for_three_datasets(tmp_path):
 
 
 def test_lint_is_clean():
-    result = subprocess.run(
-        [sys.executable, "-m", "snakemake", "--lint"], cwd=REPO, capture_output=True, text=True
-    )
+    result = run_snakemake(REPO, "--lint", check=False)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "Congratulations" in result.stdout + result.stderr

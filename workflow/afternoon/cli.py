@@ -15,7 +15,7 @@ import logging
 import signal
 import sys
 
-from afternoon.layout import EVAL_FILES, RESULTS, TRAIN_FILES, Layout
+from afternoon.layout import EVAL_FILES, RESULTS, TRAIN_FILES
 
 # stage (the command) -> its module in afternoon.stages and what it does
 STAGES = {
@@ -55,7 +55,7 @@ def _add_arguments(stage: str, parser: argparse.ArgumentParser) -> None:
     elif stage == "init-tracking":
         add("--uri", default="", help="tracking URI ('' for sqlite at --default-db)")
         add("--experiment", required=True)
-        add("--default-db", default=Layout().tracking_db(), help="the sqlite store if no URI")
+        add("--default-db", required=True, help="the sqlite store if no URI is given")
         add("--marker", required=True, help="JSON written once the store is ready")
     elif stage in ("train", "evaluate"):
         add("--npz", required=True)

@@ -56,7 +56,7 @@ def start(spec: dict, job_threads: int) -> SingleProcess | Horovod:
 
 class SingleProcess:
     """A job of one process: what ``training.train()`` asks of a run (see ``Horovod``), with
-    nothing to share: every step is the identity."""
+    nothing to share: the data whole, build_model's optimizer, no extra callbacks."""
 
     size, rank, is_root = 1, 0, True
 
@@ -72,11 +72,9 @@ class SingleProcess:
     def shard(self, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         return x, y
 
-    def compile(self, model) -> None:
-        """The model keeps the optimizer build_model gave it."""
+    def compile(self, model) -> None: ...
 
-    def broadcast_variables(self, model) -> None:
-        """Nothing to broadcast."""
+    def broadcast_variables(self, model) -> None: ...
 
     def callbacks(self, steps_per_epoch: int, resumed: bool = False) -> list:
         return []

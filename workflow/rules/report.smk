@@ -1,5 +1,5 @@
-# The study report, last in the DAG: one self-contained HTML page (results/report/index.html, images
-# embedded, so the file alone can be mailed), the score table as CSV and Markdown, and the figures.
+# The study report, last in the DAG: one self-contained HTML page (index.html, images embedded,
+# so the file alone can be mailed), the score table as CSV and Markdown, and the figures.
 # Its params are the report-only config slice and its inputs include the report's own code, so
 # editing a description, a reference accuracy or report.py reruns this job and nothing else.
 

@@ -3,7 +3,8 @@
 
 Each ledger entry (``records.record_pending``) names a run directory. Its run.json gives the
 params, tags and MLflow run (if one was created); history.csv the per-epoch metrics (step =
-epoch); metrics.json the summary; ``eval/<dataset>/<arch>/`` the evaluation. A run that exists
+epoch); metrics.json the summary; the evaluate job's folder (as its entry records it, else where
+the results layout puts it) the evaluation. A run that exists
 gets only what it lacks (no metric step twice), a missing one is created; either ends FINISHED.
 run.json then names the run, with its mtime kept so that Snakemake reruns nothing.
 """

@@ -2,7 +2,7 @@
 
 Usage::
 
-    from httpserver import LoopbackServer
+    from helpers.httpserver import LoopbackServer
 
     with LoopbackServer(tmp_path / "www") as server:
         server.fail("/ds/a.gz", 500, times=2)   # two HTTP 500s, then the real file
