@@ -13,7 +13,7 @@ export PATH := $(BIN):$(PATH)
 HOROVOD_STAMP := $(VENV)/.horovod
 SYSTEM_STAMP := $(VENV)/.system-packages
 
-.PHONY: run test lint horovod system-packages mlflow-ui clean-results
+.PHONY: run test lint horovod system-packages slurm-profile mlflow-ui clean-results
 
 $(STAMP): requirements.txt pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -62,6 +62,18 @@ $(HOROVOD_STAMP): $(STAMP) $(SYSTEM_STAMP)
 
 lint: $(STAMP)
 	ruff check . && ruff format --check . && snakefmt --check . && snakemake --lint
+
+# `snakemake --profile slurm` looks for a profile named slurm in the user's Snakemake profile
+# directory ($XDG_CONFIG_HOME/snakemake, else ~/.config/snakemake), not in the repository: link
+# this repository's profiles/slurm there (once per user; edits to the repo's profile then apply).
+SNAKEMAKE_PROFILES = $${XDG_CONFIG_HOME:-$$HOME/.config}/snakemake
+slurm-profile:
+	@target="$(SNAKEMAKE_PROFILES)/slurm"; \
+	if [ -e "$$target" ] && [ ! -L "$$target" ]; then \
+	  echo "make slurm-profile: $$target exists and is not a link: move it away first" >&2; exit 1; \
+	fi; \
+	mkdir -p "$(SNAKEMAKE_PROFILES)" && ln -sfn "$(abspath profiles/slurm)" "$$target" && \
+	echo "make slurm-profile: $$target -> $(abspath profiles/slurm) (snakemake --profile slurm)"
 
 # The MLflow UI on this machine only (127.0.0.1). See README for a network bind with auth.
 mlflow-ui: $(STAMP)

@@ -1,7 +1,7 @@
 # afternoon: the "Deep Learning in an Afternoon" architecture study as a reproducible pipeline.
 #   snakemake --cores all                                   embedded default (digits, offline)
 #   snakemake --cores all --configfile config/workshop.yaml full study (MNIST, Fashion-MNIST, CIFAR-10)
-#   snakemake --profile profiles/slurm --configfile config/workshop.yaml   on a Slurm cluster
+#   snakemake --profile slurm --configfile config/workshop.yaml   on a Slurm cluster (make slurm-profile once)
 from snakemake.utils import min_version
 
 min_version("9.0")

@@ -65,11 +65,20 @@ def _script(name: str, env: dict) -> subprocess.CompletedProcess:
 
 
 @pytest.fixture(scope="module")
-def cluster():
+def cluster(tmp_path_factory):
     """The lab cluster, started for this module (and stopped after it, unless it was already
     running: then it is someone's, and stays)."""
     need_root("the lab Slurm cluster starts daemons as root")
     env = {**os.environ, "AFTERNOON_SLURM_DIR": str(STATE)}
+    # `snakemake --profile slurm`, as users type it, finds the profile by name once
+    # `make slurm-profile` linked it into the user's Snakemake profile directory (here a fresh
+    # $XDG_CONFIG_HOME).
+    env["XDG_CONFIG_HOME"] = str(tmp_path_factory.mktemp("xdg-config"))
+    linked = subprocess.run(["make", "-s", "-C", str(REPO), "slurm-profile"], env=env,
+                            capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert linked.returncode == 0, linked.stdout + linked.stderr
+    profile = Path(env["XDG_CONFIG_HOME"]) / "snakemake" / "slurm"
+    assert profile.resolve() == (REPO / "profiles" / "slurm").resolve()
     started = _script("start-cluster.sh", env)
     if started.returncode == 2:  # this machine cannot run it (the script says why, last)
         lines = started.stderr.strip().splitlines() or [f"{SCRIPTS}/start-cluster.sh exited 2"]
@@ -174,7 +183,8 @@ class Study:
     timings: dict[str, float] = field(default_factory=dict)
 
     def command(self, *args: str) -> list[str]:
-        """The snakemake command line with the real Slurm profile."""
+        """The snakemake command line with the real Slurm profile, by its name, as users type it
+        (`make slurm-profile` linked it into the Snakemake profile directory of ``env``)."""
         return [
             sys.executable,
             "-m",
@@ -184,7 +194,7 @@ class Study:
             "--directory",
             str(self.workdir),
             "--profile",
-            str(REPO / "profiles" / "slurm"),
+            "slurm",
             # The lab node has 2 cores: evaluations take one each, so two run side by side.
             "--set-threads",
             "evaluate=1",
@@ -217,12 +227,13 @@ class Study:
 
 
 def lab_env(cluster) -> dict:
-    """The environment Snakemake runs in: the lab's site variables, this interpreter's PATH."""
+    """The environment Snakemake runs in: the lab's site variables, this interpreter's PATH, and
+    the user's Snakemake profile directory where `make slurm-profile` linked the profile."""
     # Jobs run `python -m afternoon.cli` from the PATH they are submitted with (sbatch
     # --export=ALL): clean_env puts this interpreter's first.
     env = {k: v for k, v in clean_env().items() if not k.startswith("SLURM_")}
     env.update(LAB, AFTERNOON_SLURM_DIR=cluster["AFTERNOON_SLURM_DIR"])
-    env.update(SLURM_CONF=cluster["SLURM_CONF"])
+    env.update(SLURM_CONF=cluster["SLURM_CONF"], XDG_CONFIG_HOME=cluster["XDG_CONFIG_HOME"])
     return env
 
 
@@ -253,7 +264,8 @@ def study(cluster, tmp_path_factory):
     since = (datetime.now() - timedelta(minutes=1)).strftime("%Y-%m-%dT%H:%M:%S")
 
     result = Study(workdir, env, since, archs, why_not)
-    _, result.run_id = result.snakemake("first run")
+    output, result.run_id = result.snakemake("first run")
+    assert "Using profile slurm for setting default command line arguments" in output
     assert result.run_id, "the Slurm executor did not run"
     result.jobs = jobs_of_run(env, result.run_id, since)
     yield result
