@@ -43,7 +43,7 @@ def evaluate_job(
         log.warning(f"{why}: evaluation metrics pending, for `{SYNC_HINT}`")
         record_pending(tracking_marker, run_dir, "evaluate", why, eval_dir=eval_dir)
         return metrics
-    uri = resolve_tracking_uri(record["tracking_uri"], run_dir)  # where the run was created
+    uri = resolve_tracking_uri(record["tracking_uri"])  # where the run was created
     run = RunLogger.resume(uri, record["run_id"], offline_ok=True)
     run.log_metrics(logged_eval_metrics(metrics))
     for name in LOGGED_EVAL_FILES:

@@ -59,7 +59,7 @@ def train_job(
         return train(spec, data, process, checkpointer=checkpointer)[2]
 
     marker = read_json(tracking_marker)
-    uri = tracking.resolve_tracking_uri(marker["tracking_uri"], Path(outputs["run"]).parent)
+    uri = tracking.resolve_tracking_uri(marker["tracking_uri"])
     tags = tracking.provenance_tags(
         extra={
             "config_hash": tracking.config_hash(spec),

@@ -38,11 +38,14 @@ def _check_uri(uri: str, source: str) -> str:
     return uri
 
 
-def resolve_tracking_uri(config_uri: str | None, default_db: Path) -> str:
-    """$MLFLOW_TRACKING_URI, else the config's tracking.uri, else sqlite at ``default_db``."""
+def resolve_tracking_uri(config_uri: str | None, default_db: Path | None = None) -> str:
+    """$MLFLOW_TRACKING_URI, else the config's tracking.uri, else sqlite at ``default_db``
+    (None where a URI is always recorded: the tracking marker's, a run.json's)."""
     if env := os.environ.get("MLFLOW_TRACKING_URI", "").strip():
         return _check_uri(env, "MLFLOW_TRACKING_URI")
     if not (config_uri or "").strip():
+        if default_db is None:
+            raise ConfigError("no tracking URI recorded (run init-tracking again)")
         return f"sqlite:///{os.path.abspath(default_db)}"
     uri = _check_uri(config_uri.strip(), "config tracking.uri")
     if urlsplit(uri).password:  # the config, the rules' params and the logs would all hold it
