@@ -13,7 +13,7 @@ from afternoon.errors import DownloadError
 from afternoon.fileio import sha256_file as sha256_of
 from afternoon.stages import download
 from afternoon.stages.download import download_dataset, fetch_file
-from helpers.components import need_mnist
+from helpers.components import need_debian_fashion_mnist, need_mnist
 from helpers.httpserver import LoopbackServer
 from helpers.services import free_port
 
@@ -284,7 +284,8 @@ def test_manifest_written_atomically_and_correct(www, tmp_path, dest_dir):
     assert on_disk["dataset"] == "toy"
     assert [f["name"] for f in on_disk["files"]] == ["a.gz", "b.gz"]
     for record, entry in zip(on_disk["files"], entries, strict=True):
-        assert set(record) == {"name", "role", "url", "size", "sha256", "path"}
+        assert set(record) == {"name", "role", "url", "size", "sha256", "path", "check"}
+        assert record["check"] == "sha256"
         assert record["url"] == entry["url"]
         assert record["role"] == entry["role"]
         assert (record["size"], record["sha256"]) == (entry["size"], entry["sha256"])
@@ -338,3 +339,95 @@ def test_real_mnist_local_mirror(tmp_path):
     manifest = download_dataset("mnist", tmp_path / "d", tmp_path / "m.json", mirror, **FAST)
     assert {f["name"]: f["sha256"] for f in manifest["files"]} == MNIST_SHA256
     assert sorted(os.listdir(tmp_path / "d")) == sorted(MNIST_SHA256)
+
+
+# --- Mirrors that recompress: same data, other gzip bytes (Debian's dataset-fashion-mnist) ----
+
+
+def recompressed_pair(root: Path, rel: str) -> tuple[dict, bytes]:
+    """``root/rel``: the gzip bytes a registry entry describes (mtime 0) with the entry, and a
+    recompressed copy of the same data (another mtime and level: other .gz bytes)."""
+    published_path, published = make_file(root / "published", rel, seed=7)
+    raw = gzip.decompress(published)
+    copy = gzip.compress(raw, compresslevel=6, mtime=1_600_000_000)
+    assert copy != published and gzip.decompress(copy) == raw
+    entry = entry_for(published, Path(rel).name, "http://127.0.0.1:9/unused/" + Path(rel).name)
+    entry["uncompressed"] = {"size": len(raw), "sha256": hashlib.sha256(raw).hexdigest()}
+    return entry, copy
+
+
+def test_mirror_byte_exact_copy_passes_the_published_sha256(tmp_path, dest_dir):
+    entry, _ = recompressed_pair(tmp_path, "toy/a.gz")
+    mirror = tmp_path / "published"  # the published bytes themselves
+    manifest = download_dataset("toy", dest_dir, tmp_path / "m.json", str(mirror), entries=[entry])
+    (record,) = manifest["files"]
+    assert record["check"] == "sha256"
+    assert (record["size"], record["sha256"]) == (entry["size"], entry["sha256"])
+    assert "uncompressed_sha256" not in record
+
+
+def test_mirror_recompressed_copy_passes_the_uncompressed_sha256(tmp_path, dest_dir):
+    entry, copy = recompressed_pair(tmp_path, "toy/a.gz")
+    (tmp_path / "mirror/toy").mkdir(parents=True)
+    (tmp_path / "mirror/toy/a.gz").write_bytes(copy)
+    manifest = download_dataset(
+        "toy", dest_dir, tmp_path / "m.json", str(tmp_path / "mirror"), entries=[entry], **FAST
+    )
+    (record,) = manifest["files"]
+    assert record["check"] == "uncompressed_sha256"
+    # the manifest describes the file on disk (the copy), and the data it holds
+    assert (record["size"], record["sha256"]) == (len(copy), hashlib.sha256(copy).hexdigest())
+    assert record["uncompressed_sha256"] == entry["uncompressed"]["sha256"]
+    assert (dest_dir / "a.gz").read_bytes() == copy
+    again = download_dataset(
+        "toy", dest_dir, tmp_path / "m.json", str(tmp_path / "mirror"), entries=[entry], **FAST
+    )
+    assert again["sources"] == ["cached"] and again["files"] == manifest["files"]
+
+
+def test_recompressed_copy_from_the_canonical_url_is_refused(tmp_path, dest_dir):
+    entry, copy = recompressed_pair(tmp_path, "toy/a.gz")
+    (tmp_path / "www/toy").mkdir(parents=True)
+    (tmp_path / "www/toy/a.gz").write_bytes(copy)
+    with LoopbackServer(tmp_path / "www") as server:
+        entry["url"] = server.url("toy/a.gz")
+        with pytest.raises(DownloadError, match="wrong size|sha256 mismatch"):
+            fetch_file(entry, dest_dir / "a.gz", **FAST)
+    assert os.listdir(dest_dir) == []
+
+
+def test_recompressed_mirror_with_other_data_is_one_line(tmp_path, dest_dir):
+    entry, _ = recompressed_pair(tmp_path, "toy/a.gz")
+    _, other = make_file(tmp_path / "mirror", "toy/a.gz", seed=8)  # other data, gzip'd
+    with pytest.raises(DownloadError) as err:
+        fetch_file(entry, dest_dir / "a.gz", str(tmp_path / "mirror"), dataset="toy", **FAST)
+    message = str(err.value)
+    assert "\n" not in message
+    assert "neither the published file" in message and "nor a recompressed copy" in message
+    assert entry["uncompressed"]["sha256"] in message
+    assert hashlib.sha256(gzip.decompress(other)).hexdigest() in message
+    assert os.listdir(dest_dir) == []
+
+
+def test_real_debian_fashion_mnist_mirror_is_a_recompressed_copy(tmp_path):
+    """Debian's files: every .gz sha256 differs from the published one, the data is the same;
+    the dataset card says which check passed."""
+    from afternoon.registry import dataset_entry
+    from afternoon.stages.preprocess import preprocess_dataset
+
+    (tmp_path / "mirror").mkdir()
+    (tmp_path / "mirror/fashion_mnist").symlink_to(need_debian_fashion_mnist())
+    manifest = download_dataset(
+        "fashion_mnist", tmp_path / "raw", tmp_path / "raw/M.json", str(tmp_path / "mirror"), **FAST
+    )
+    published = {f["name"]: f for f in dataset_entry("fashion_mnist")["files"]}
+    for record in manifest["files"]:
+        assert record["check"] == "uncompressed_sha256"
+        assert record["sha256"] != published[record["name"]]["sha256"]
+        assert record["uncompressed_sha256"] == published[record["name"]]["uncompressed"]["sha256"]
+    card = preprocess_dataset(
+        "fashion_mnist", tmp_path / "raw/M.json", tmp_path / "f.npz", tmp_path / "f.card.json"
+    )
+    assert {f["check"] for f in card["source_files"]} == {"uncompressed_sha256"}
+    assert all("recompressed" in f["verified_by"] for f in card["source_files"])
+    assert card["splits"]["train"]["n"] == 60000 and card["splits"]["test"]["n"] == 10000

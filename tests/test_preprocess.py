@@ -57,8 +57,9 @@ def test_idx_round_trip_and_card(tmp_path, mnist_like):
     assert card["dataset"] == "mnist" and card["format"] == "idx"
     assert card["image_shape"] == [28, 28, 1]
     assert card["class_names"] == [str(i) for i in range(10)]
-    assert card["source_files"] == [
-        {"name": p.name, "sha256": hashlib.sha256(p.read_bytes()).hexdigest()}
+    published = {"check": "sha256", "verified_by": "size and sha256 of the file as published"}
+    assert card["source_files"] == [  # a manifest without a check: the published sha256
+        {"name": p.name, "sha256": hashlib.sha256(p.read_bytes()).hexdigest(), **published}
         for p in paths.values()
     ]
     assert card["splits"]["train"] == {"n": 100, "per_class": [10] * 10}

@@ -27,7 +27,7 @@ from typing import NoReturn
 
 import pytest
 
-from helpers.paths import MNIST_DIR
+from helpers.paths import DEBIAN_FASHION_MNIST, MNIST_DIR
 
 
 def in_ci() -> bool:
@@ -100,6 +100,16 @@ def need_mnist() -> Path:
     __tracebackhide__ = True
     require(MNIST_DIR.is_dir(), f"../shared/data/mnist not present: {MNIST_DIR}")
     return MNIST_DIR
+
+
+def need_debian_fashion_mnist() -> Path:
+    """The directory of Debian's dataset-fashion-mnist files (recompressed .gz copies)."""
+    __tracebackhide__ = True
+    require(
+        DEBIAN_FASHION_MNIST.is_dir(),
+        f"Debian package dataset-fashion-mnist not installed: {DEBIAN_FASHION_MNIST}",
+    )
+    return DEBIAN_FASHION_MNIST
 
 
 # Marks for whole tests: the session fixtures in tests/conftest.py that call need_*().

@@ -7,3 +7,5 @@ WORKFLOW = REPO / "workflow"  # on sys.path (tests/conftest.py): `import afterno
 SNAKEFILE = REPO / "Snakefile"
 SHARED_DATA = REPO.parent / "shared" / "data"
 MNIST_DIR = SHARED_DATA / "mnist"  # the real MNIST files, when this machine has them
+# Debian's dataset-fashion-mnist: the real Fashion-MNIST files, recompressed (other gzip headers)
+DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")

@@ -7,6 +7,12 @@ import yaml
 
 from afternoon.errors import ConfigError
 
+# The checks a downloaded file can pass (the manifest's and the dataset card's ``check``).
+CHECKS = {
+    "sha256": "size and sha256 of the file as published",
+    "uncompressed_sha256": "size and sha256 of its uncompressed bytes (a recompressed copy)",
+}
+
 
 @cache
 def load_registry() -> dict:

@@ -1,6 +1,12 @@
 """Stage download: fetch a registry dataset's files (cache check, HTTP or mirror transfer, size
 and sha256 verification), then write the manifest the preprocess stage reads.
 
+A file passes one of two checks, and the manifest records which (``check``, see ``CHECKS``): its
+published size and sha256, or, for a file from a mirror whose registry entry gives
+``uncompressed: {size, sha256}``, the size and sha256 of its gunzipped bytes. Many site mirrors
+(Debian's ``dataset-fashion-mnist`` among them) recompress the files with other gzip headers: the
+data is the same, the ``.gz`` bytes are not.
+
 Every file is written to a temporary ``.<name>.*`` file beside its destination
 (``fileio.atomic_path``), verified (size first, then sha256) and only then moved onto the
 destination with ``os.replace``; a failed
@@ -10,10 +16,13 @@ verification failures are not retried (a server that sends wrong bytes once send
 """
 
 import argparse
+import gzip
+import hashlib
 import logging
 import re
 import shutil
 import time
+import zlib
 from pathlib import Path
 from urllib.parse import urlparse
 from urllib.request import url2pathname
@@ -23,7 +32,7 @@ import requests
 
 from afternoon.errors import DownloadError
 from afternoon.fileio import atomic_path, is_write_error_on, sha256_file, write_json_atomic
-from afternoon.registry import dataset_entry
+from afternoon.registry import CHECKS, dataset_entry
 
 log = logging.getLogger(__name__)
 
@@ -31,15 +40,44 @@ log = logging.getLogger(__name__)
 TRANSIENT = (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError)
 
 
-def _is_cached(entry: dict, dest: Path) -> bool:
-    """True if ``dest`` already holds the entry's exact bytes; a mismatching file is deleted."""
+def _gunzipped_digest(path: Path) -> tuple[int, str] | None:
+    """Size and sha256 of the gunzipped bytes of ``path``; None when it is not valid gzip."""
+    digest, size = hashlib.sha256(), 0
+    try:
+        with gzip.open(path, "rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+                size += len(block)
+    except (OSError, EOFError, zlib.error):
+        return None
+    return size, digest.hexdigest()
+
+
+def _matches_uncompressed(path: Path, entry: dict) -> bool:
+    """True when the entry gives its uncompressed size and sha256 and ``path`` gunzips to them."""
+    want = entry.get("uncompressed")
+    return bool(want) and _gunzipped_digest(path) == (want["size"], want["sha256"])
+
+
+def _check_passed(path: Path, entry: dict, recompressed_ok: bool) -> str | None:
+    """The name of the check (``CHECKS``) that ``path`` passes, or None."""
+    if path.stat().st_size == entry["size"] and sha256_file(path) == entry["sha256"]:
+        return "sha256"
+    if recompressed_ok and _matches_uncompressed(path, entry):
+        return "uncompressed_sha256"
+    return None
+
+
+def _is_cached(entry: dict, dest: Path) -> str | None:
+    """The check ``dest`` passes if it already holds the entry's data (exact, or a recompressed
+    copy a mirror delivered earlier), else None; a mismatching file is deleted."""
     if not dest.is_file():
-        return False
-    if dest.stat().st_size == entry["size"] and sha256_file(dest) == entry["sha256"]:
-        return True
+        return None
+    if check := _check_passed(dest, entry, recompressed_ok=True):
+        return check
     log.warning("%s does not match the registry size/sha256: deleting and fetching again", dest)
     dest.unlink()
-    return False
+    return None
 
 
 def _looks_like_html(path: Path) -> bool:
@@ -49,17 +87,31 @@ def _looks_like_html(path: Path) -> bool:
     return head.startswith((b"<!doctype", b"<html"))
 
 
-def verify(path: Path, entry: dict, source: str) -> None:
-    """Check size, then sha256, of ``path`` against ``entry``; a mismatch is a one-line error."""
+def verify(path: Path, entry: dict, source: str, recompressed_ok: bool = False) -> str:
+    """Check size, then sha256, of ``path`` against ``entry``; returns the check that passed
+    (``CHECKS``). With ``recompressed_ok`` (a mirror) a file whose gunzipped bytes match the
+    entry's ``uncompressed`` size and sha256 passes too. A mismatch is a one-line error."""
     name, want_size, want_sha = entry["name"], entry["size"], entry["sha256"]
     size = path.stat().st_size
     got_sha = sha256_file(path) if size == want_size else None
     if size == want_size and got_sha == want_sha:
-        return
+        return "sha256"
+    recompressed = recompressed_ok and entry.get("uncompressed")
+    got = _gunzipped_digest(path) if recompressed else None
+    if recompressed and got == (entry["uncompressed"]["size"], entry["uncompressed"]["sha256"]):
+        return "uncompressed_sha256"
     if _looks_like_html(path):
         raise DownloadError(
             f"{source} returned an HTML page, not {name} "
             f"(expected {want_size} bytes, got {size} bytes of HTML)"
+        )
+    if recompressed:
+        want = entry["uncompressed"]
+        got_text = "not gzip" if got is None else f"{got[0]} bytes, sha256 {got[1]}"
+        raise DownloadError(
+            f"{name} from {source} is neither the published file ({want_size} bytes, sha256 "
+            f"{want_sha}) nor a recompressed copy of it (uncompressed: expected {want['size']} "
+            f"bytes, sha256 {want['sha256']}; got {got_text})"
         )
     if size < want_size:
         raise DownloadError(
@@ -167,10 +219,11 @@ def fetch_file(
 
 
 def _fetch(entry, dest, mirror_base, dataset, retries, backoff, timeout, progress):
-    """:func:`fetch_file`, returning ``(dest, source)``; source is "cached" on a cache hit."""
-    if _is_cached(entry, dest):
+    """:func:`fetch_file`, returning ``(dest, source, check)``; source is "cached" on a cache hit,
+    check the name of the check the file passed (``CHECKS``)."""
+    if check := _is_cached(entry, dest):
         log.info("cached %s", dest)
-        return dest, "cached"
+        return dest, "cached", check
     parts = [p for p in (dataset, entry["name"]) if p]
     local = _local_mirror(mirror_base) if mirror_base else None
     with atomic_path(dest) as tmp:  # renamed onto dest only if verify() passes
@@ -181,9 +234,9 @@ def _fetch(entry, dest, mirror_base, dataset, retries, backoff, timeout, progres
             source = "/".join([mirror_base.rstrip("/"), *parts]) if mirror_base else entry["url"]
             log.info("fetching %s -> %s", source, dest)
             _http_get(source, tmp, retries, backoff, timeout, progress)
-        verify(tmp, entry, source)
-    log.info("verified %s (%d bytes, sha256 ok)", dest, entry["size"])
-    return dest, source
+        check = verify(tmp, entry, source, recompressed_ok=mirror_base is not None)
+    log.info("verified %s: %s", dest, CHECKS[check])
+    return dest, source, check
 
 
 def download_dataset(
@@ -200,9 +253,11 @@ def download_dataset(
 ) -> dict:
     """Fetch and verify every file of registry dataset ``name`` into ``dest_dir``; write manifest.
 
-    The manifest (``{"dataset", "files": [{name, role, url, source, size, sha256, path}]}``) is
-    written atomically to ``manifest_path`` and returned. ``source`` is the URL or mirror path
-    used, or ``"cached"`` when the file was already present and verified. ``entries`` replaces
+    The manifest (``{"dataset", "files": [{name, role, url, size, sha256, path, check}]}``, size
+    and sha256 those of the file on disk, check the one it passed (``CHECKS``), plus
+    ``uncompressed_sha256`` for a recompressed copy) is written atomically to ``manifest_path``
+    and returned with ``sources``: per file the URL or mirror path used, or ``"cached"`` when the
+    file was already present and verified. ``entries`` replaces
     the registry's file list (tests, ad-hoc data sets); ``digits`` has none: an empty manifest.
     """
     dest_dir, manifest_path = Path(dest_dir), Path(manifest_path)
@@ -210,19 +265,15 @@ def download_dataset(
         entries = dataset_entry(name).get("files") or []
     files, sources = [], []
     for entry in entries:
-        dest, source = _fetch(
+        dest, source, check = _fetch(
             entry, dest_dir / entry["name"], mirror, name, retries, backoff, timeout, progress
         )
-        files.append(
-            {
-                "name": entry["name"],
-                "role": entry.get("role"),
-                "url": entry.get("url"),
-                "size": entry["size"],
-                "sha256": entry["sha256"],
-                "path": str(dest),
-            }
-        )
+        record = {"name": entry["name"], "role": entry.get("role"), "url": entry.get("url")}
+        record.update(size=entry["size"], sha256=entry["sha256"], path=str(dest), check=check)
+        if check == "uncompressed_sha256":
+            record.update(size=dest.stat().st_size, sha256=sha256_file(dest))
+            record["uncompressed_sha256"] = entry["uncompressed"]["sha256"]
+        files.append(record)
         sources.append(source)
     manifest = {"dataset": name, "files": files}
     # The file on disk does not say where the bytes came from (URL, mirror, cache): it is the same

@@ -15,7 +15,7 @@ from afternoon import formats
 from afternoon.errors import ConfigError, DataFormatError
 from afternoon.fileio import naming_write_errors
 from afternoon.npz import KEYS, SPLITS, write_npz
-from afternoon.registry import dataset_entry
+from afternoon.registry import CHECKS, dataset_entry
 
 RAW_KEYS = ("x_train", "y_train", "x_test", "y_test")  # in the order of formats.IDX_ROLES
 NORMALIZATION = "x / 255 by the model's first layer (Rescaling); stored as uint8"
@@ -41,6 +41,16 @@ def _read_manifest(name: str, manifest_path: Path | None) -> list[dict]:
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise DataFormatError(f"{manifest_path}: unreadable manifest ({exc!r})") from exc
     return files
+
+
+def _source_file(record: dict) -> dict:
+    """A manifest record as the card lists it: name, sha256 and the check it passed."""
+    check = record.get("check", "sha256")
+    card = {"name": record["name"], "sha256": record.get("sha256"), "check": check}
+    card["verified_by"] = CHECKS[check]
+    if "uncompressed_sha256" in record:
+        card["uncompressed_sha256"] = record["uncompressed_sha256"]
+    return card
 
 
 def _load_raw(name: str, entry: dict, files: list[dict], manifest_path) -> tuple[dict, dict]:
@@ -135,7 +145,7 @@ def preprocess_dataset(
     card = {
         "dataset": name,
         "format": entry["format"],
-        "source_files": [{"name": f["name"], "sha256": f.get("sha256")} for f in files],
+        "source_files": [_source_file(f) for f in files],
         "image_shape": list(image_shape),
         "class_names": class_names,
         "splits": {s: {"n": int(c.sum()), "per_class": c.tolist()} for s, c in per_class.items()},
