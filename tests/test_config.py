@@ -14,6 +14,7 @@ from afternoon.config import (
     load_zoo,
     scaled_epochs,
     selected_architectures,
+    study_runs,
 )
 from afternoon.errors import ConfigError
 from afternoon.registry import dataset_names
@@ -186,22 +187,84 @@ def test_the_schema_default_seed_is_the_one_a_job_gets(config, zoo):
 
 
 def test_overridable_keys_are_what_the_validator_allows(zoo):
-    assert "distributed" in OVERRIDABLE_KEYS and TRAINING_KEYS == ("layers", *OVERRIDABLE_KEYS)
+    assert "distributed" in OVERRIDABLE_KEYS and "layers" in OVERRIDABLE_KEYS
+    assert TRAINING_KEYS == OVERRIDABLE_KEYS
     override = {"optimizer": {"name": "sgd"}, "batch_size": 8, "epochs": 2, "distributed": {}}
     override |= {"early_stopping": {"patience": 1}, "augmentation": {"zoom": 0.1}}
+    override["layers"] = [{"dense": {"units": 10, "activation": "softmax"}}]
     assert set(override) == set(OVERRIDABLE_KEYS)
     arch = {**zoo["cnn1"], "datasets": {"mnist": override}}
     validate_architecture("cnn1", arch)
-    assert architecture_for({"cnn1": arch}, "cnn1", "mnist") == {
-        "layers": arch["layers"],
-        **override,
-    }
+    assert architecture_for({"cnn1": arch}, "cnn1", "mnist") == override
+    assert architecture_for({"cnn1": arch}, "cnn1", "digits")["layers"] == zoo["cnn1"]["layers"]
     with pytest.raises(ConfigError) as info:
-        validate_architecture("cnn1", {**arch, "datasets": {"mnist": {"layers": []}}})
+        validate_architecture("cnn1", {**arch, "datasets": {"mnist": {"description": "x"}}})
     allowed = ", ".join(OVERRIDABLE_KEYS)
     assert str(info.value) == (
-        f"architecture 'cnn1', datasets.mnist: unknown key 'layers' (allowed: {allowed})"
+        f"architecture 'cnn1', datasets.mnist: unknown key 'description' (allowed: {allowed})"
     )
+
+
+@pytest.mark.parametrize(
+    "layers, message",
+    [
+        ([], "datasets.digits.layers: must be a non-empty list of one-key mappings"),
+        (
+            [{"conv3d": {}}, {"dense": {"units": 10, "activation": "softmax"}}],
+            "datasets.digits.layers[0]: unknown layer type 'conv3d' (known: dense, conv2d, "
+            "maxpool2d, dropout, batchnorm, flatten)",
+        ),
+        (
+            [{"dense": {"units": 10, "activation": "relu"}}],
+            "datasets.digits.layers[0]: the last layer must be dense with softmax",
+        ),
+    ],
+    ids=["empty", "unknown-type", "no-softmax"],
+)
+def test_a_bad_layers_override_is_one_line_at_dry_run(tmp_path, config, layers, message):
+    zoo = yaml.safe_load((REPO / "config/zoo.yaml").read_text())
+    zoo["cnn1"]["datasets"] = {"digits": {"layers": layers}}
+    (tmp_path / "zoo.yaml").write_text(yaml.safe_dump(zoo))
+    config["zoo"] = str(tmp_path / "zoo.yaml")
+    result = _dry_run(tmp_path, yaml.safe_dump(config))
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines()[-1] == (
+        f"afternoon: {tmp_path / 'zoo.yaml'}: architecture 'cnn1', {message}"
+    )
+
+
+def test_a_layers_override_too_big_for_its_dataset_names_the_override(tmp_path, config):
+    """cnn1's layers fit digits; an override with a 9x9 convolution does not (8x8 images): the
+    dry run names the override, not the architecture's own layers."""
+    zoo = yaml.safe_load((REPO / "config/zoo.yaml").read_text())
+    layers = copy.deepcopy(zoo["cnn1"]["layers"])
+    layers[0]["conv2d"]["kernel_size"] = 9
+    zoo["cnn1"]["datasets"] = {"digits": {"layers": layers}}
+    (tmp_path / "zoo.yaml").write_text(yaml.safe_dump(zoo))
+    config["zoo"] = str(tmp_path / "zoo.yaml")
+    result = _dry_run(tmp_path, yaml.safe_dump(config))
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines()[-1] == (
+        "afternoon: architecture 'cnn1', datasets.digits.layers[0] (conv2d): too big for its "
+        "input (8, 8, 1) (input shape (8, 8, 1) of digits)"
+    )
+
+
+def test_study_runs_per_dataset(config, zoo):
+    config["datasets"] = ["digits", "mnist"]
+    config["architectures"] = ["fc64", "cnn1"]
+    config["dataset_architectures"] = {"mnist": ["cnn2"]}
+    assert study_runs(config, zoo) == {"digits": ["fc64", "cnn1"], "mnist": ["cnn2"]}
+    config["dataset_architectures"] = {"cifar10": ["cnn2"]}
+    with pytest.raises(ConfigError) as info:
+        study_runs(config, zoo)
+    assert str(info.value) == (
+        "config: key dataset_architectures.cifar10: not a dataset of this study "
+        "(datasets: digits, mnist)"
+    )
+    config["dataset_architectures"] = {"mnist": ["resnet"]}
+    with pytest.raises(ConfigError, match="dataset_architectures.mnist: 'resnet' is not in the zoo"):
+        study_runs(config, zoo)
 
 
 def test_early_stopping_and_distributed_defaults():

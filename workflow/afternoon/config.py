@@ -84,16 +84,40 @@ def load_zoo(path) -> dict:
     return zoo
 
 
-def selected_architectures(config: dict, zoo: dict) -> list[str]:
-    """The architectures this study trains (all of the zoo when the config names none)."""
-    names = config.get("architectures") or list(zoo)
+def _in_zoo(names: list[str], zoo: dict, config: dict, key: str) -> list[str]:
     for name in names:
         if name not in zoo:
             raise ConfigError(
-                f"config: architectures: {name!r} is not in the zoo {config['zoo']} "
+                f"config: {key}: {name!r} is not in the zoo {config['zoo']} "
                 f"(known: {', '.join(zoo)})"
             )
     return list(names)
+
+
+def selected_architectures(config: dict, zoo: dict) -> list[str]:
+    """The architectures this study trains on every dataset that ``dataset_architectures`` does
+    not name (all of the zoo when the config names none)."""
+    return _in_zoo(config.get("architectures") or list(zoo), zoo, config, "architectures")
+
+
+def study_runs(config: dict, zoo: dict) -> dict[str, list[str]]:
+    """Per dataset of the study (config order), the architectures it trains: its list in
+    ``dataset_architectures``, else ``architectures``."""
+    default = selected_architectures(config, zoo)
+    per_dataset = config.get("dataset_architectures") or {}
+    for dataset, names in per_dataset.items():
+        if dataset not in config["datasets"]:
+            raise ConfigError(
+                f"config: key dataset_architectures.{dataset}: not a dataset of this study "
+                f"(datasets: {', '.join(config['datasets'])})"
+            )
+        _in_zoo(names, zoo, config, f"dataset_architectures.{dataset}")
+    return {ds: list(per_dataset.get(ds, default)) for ds in config["datasets"]}
+
+
+def architectures_of(runs: dict[str, list[str]]) -> list[str]:
+    """Every architecture of ``study_runs``, once, in order of first appearance."""
+    return list(dict.fromkeys(name for names in runs.values() for name in names))
 
 
 def scaled_epochs(epochs: int, training: dict) -> int:

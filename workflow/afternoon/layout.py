@@ -116,13 +116,14 @@ class Layout:
     def report_outputs(self) -> dict[str, str]:
         return {name: self._path("report", file) for name, file in REPORT_FILES.items()}
 
-    def report_paths(self, datasets: list[str], archs: list[str]) -> dict:
+    def report_paths(self, datasets: list[str], archs: list[str] | dict[str, list[str]]) -> dict:
         """Every path the report job reads and writes: ``tracking`` (the marker), ``cards`` (per
         dataset), ``runs`` (per run its dataset, arch and the ``train`` and ``eval`` files of
-        ``REPORT_READS``), ``outputs`` (``REPORT_FILES``), ``figures`` (per dataset and kind)."""
+        ``REPORT_READS``), ``outputs`` (``REPORT_FILES``), ``figures`` (per dataset and kind).
+        ``archs``: the architectures of every dataset, or per dataset its own."""
         runs = []
         for dataset in datasets:
-            for arch in archs:
+            for arch in archs[dataset] if isinstance(archs, dict) else archs:
                 train, evaluation = (
                     self.train_outputs(dataset, arch),
                     self.eval_outputs(dataset, arch),

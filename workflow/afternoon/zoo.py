@@ -5,7 +5,6 @@ nor data. The dry run and ``models.build_model`` check a zoo with the same rules
 from __future__ import annotations
 
 import copy
-import itertools
 import math
 import re
 from functools import partial
@@ -89,12 +88,12 @@ AUGMENTATION_KEYS = {"rotation": NON_NEGATIVE, "shift": FRACTION, "zoom": FRACTI
 DISTRIBUTED_KEYS = {"backend": (lambda v: v == "horovod", "horovod"), "ranks": POS_INT}
 DISTRIBUTED_KEYS.update(scale_lr=BOOL, warmup_epochs=NON_NEG_INT)
 REQUIRED_FIELDS = ("layers", "optimizer", "batch_size", "epochs")
-# What a dataset may override (each replaced whole); with the layers, what a job trains with.
-# The other fields (description, reference_accuracy) reach only the report: editing them
-# retrains nothing.
-OVERRIDABLE_KEYS = ("optimizer", "batch_size", "epochs", "early_stopping", "augmentation")
-OVERRIDABLE_KEYS += ("distributed",)
-TRAINING_KEYS = ("layers", *OVERRIDABLE_KEYS)
+# What a dataset may override (each replaced whole): what a job trains with. The other fields
+# (description, reference_accuracy, seed_gpu_seconds_per_epoch) reach only the report: editing
+# them retrains nothing.
+OVERRIDABLE_KEYS = ("layers", "optimizer", "batch_size", "epochs", "early_stopping")
+OVERRIDABLE_KEYS += ("augmentation", "distributed")
+TRAINING_KEYS = OVERRIDABLE_KEYS
 
 
 def dataset_pattern() -> str:
@@ -184,6 +183,7 @@ _FIELD_CHECKS = {
     ),
     "datasets": lambda w, v: _check_per_dataset(w, v, _check_overrides),
     "distributed": lambda w, v: _check_mapping(w, v, DISTRIBUTED_KEYS),
+    "seed_gpu_seconds_per_epoch": lambda w, v: _check_value(w, v, POS_NUMBER),
 }
 
 
@@ -283,7 +283,9 @@ def _layer_output(kind: str, spec: dict, shape: tuple) -> tuple | None:
     return (*out, channels) if min(out) > 0 else None
 
 
-def check_input_fits(name: str, arch: dict, input_shape, num_classes: int, dataset: str) -> None:
+def check_input_fits(
+    name: str, arch: dict, input_shape, num_classes: int, dataset: str, where: str = "layers"
+) -> None:
     """Raise a one-line ConfigError if a validated ``arch`` cannot run on ``input_shape`` (a pool
     or valid conv larger than its input map, a 2-D layer after a flat one) or does not end in
     ``num_classes`` units."""
@@ -294,7 +296,7 @@ def check_input_fits(name: str, arch: dict, input_shape, num_classes: int, datas
         out = _layer_output(kind, spec or {}, shape)
         if out is None:
             raise ConfigError(
-                f"architecture {name!r}, layers[{i}] ({kind}): too big for its input {shape} "
+                f"architecture {name!r}, {where}[{i}] ({kind}): too big for its input {shape} "
                 f"(input shape {input_shape} of {dataset})"
             )
         shape = out
@@ -305,25 +307,36 @@ def check_input_fits(name: str, arch: dict, input_shape, num_classes: int, datas
         )
 
 
-def check_inputs_fit(datasets: list[str], zoo: dict, names: list[str]) -> None:
-    """The study's datasets (config key) are registered and every selected architecture fits
-    each one's images and classes (no TensorFlow: a dry run refuses, say, a pool too big)."""
+def runs_by_dataset(datasets: list[str], names) -> dict[str, list[str]]:
+    """``names`` (one list for every dataset, or a mapping dataset -> list) as a mapping."""
+    return {ds: list(names[ds] if isinstance(names, dict) else names) for ds in datasets}
+
+
+def check_inputs_fit(datasets: list[str], zoo: dict, names) -> None:
+    """The study's datasets (config key) are registered and every selected architecture (``names``:
+    a list, or per dataset a list) fits each one's images and classes, the dataset's layers
+    override applied (no TensorFlow: a dry run refuses, say, a pool too big)."""
     for i, dataset in enumerate(datasets):
         if dataset not in dataset_names():
             raise ConfigError(f"config: key datasets.{i}: {_unknown_dataset(dataset)}")
-    for dataset in datasets:
+    for dataset, archs in runs_by_dataset(datasets, names).items():
         entry = dataset_entry(dataset)
         shape, classes = entry["image_shape"], len(entry["class_names"])
-        for name in names:
-            check_input_fits(name, zoo[name], shape, classes, dataset)
+        for name in archs:
+            overridden = "layers" in zoo[name].get("datasets", {}).get(dataset, {})
+            where = f"datasets.{dataset}.layers" if overridden else "layers"
+            arch = architecture_for(zoo, name, dataset)
+            check_input_fits(name, arch, shape, classes, dataset, where)
 
 
-def check_jobs(config: dict, zoo: dict, names: list[str]) -> None:
-    """The dry run's checks of the study's jobs (dataset x architecture): check_inputs_fit, and an
-    early stopping that monitors a val_ metric needs a validation split."""
+def check_jobs(config: dict, zoo: dict, names) -> None:
+    """The dry run's checks of the study's jobs (dataset x architecture; ``names``: a list, or per
+    dataset a list): check_inputs_fit, and an early stopping that monitors a val_ metric needs a
+    validation split."""
     check_inputs_fit(config["datasets"], zoo, names)
     has_validation = config["data"]["validation_fraction"] > 0
-    for name, dataset in itertools.product(names, config["datasets"]):
+    runs = runs_by_dataset(config["datasets"], names)
+    for dataset, name in ((ds, arch) for ds, archs in runs.items() for arch in archs):
         overridden = "early_stopping" in zoo[name].get("datasets", {}).get(dataset, {})
         where = f"datasets.{dataset}.early_stopping" if overridden else "early_stopping"
         try:

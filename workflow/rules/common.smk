@@ -15,7 +15,7 @@ from afternoon import export_package_path
 
 export_package_path(PACKAGE_DIR)
 
-from afternoon.config import check_against_schema, job_spec, load_yaml, load_zoo, selected_architectures
+from afternoon.config import architectures_of, check_against_schema, job_spec, load_yaml, load_zoo, study_runs
 from afternoon.errors import AfternoonError
 from afternoon.layout import Layout
 from afternoon.registry import dataset_entry
@@ -34,8 +34,10 @@ try:
     check_against_schema(config, load_yaml(SCHEMA))
     validate(config, SCHEMA)
     ZOO = load_zoo(config["zoo"])
-    ARCHITECTURES = selected_architectures(config, ZOO)
-    check_jobs(config, ZOO, ARCHITECTURES)
+    # Per dataset the architectures it trains (dataset_architectures, else architectures).
+    RUNS = study_runs(config, ZOO)
+    ARCHITECTURES = architectures_of(RUNS)
+    check_jobs(config, ZOO, RUNS)
     # A malformed tracking.uri or MLFLOW_TRACKING_URI stops the dry run, not a job later.
     resolve_tracking_uri(config["tracking"]["uri"], LAYOUT.tracking_db())
 except AfternoonError as err:
@@ -63,7 +65,7 @@ def all_outputs():
 def report_inputs(wildcards):
     """What the report reads: every run's training and evaluation outputs, the dataset cards, the
     tracking marker, and the report's own code (editing it reruns the report, and only it)."""
-    paths = LAYOUT.report_paths(DATASETS, ARCHITECTURES)
+    paths = LAYOUT.report_paths(DATASETS, RUNS)
     return {
         "train": [path for run in paths["runs"] for path in run["train"].values()],
         "evaluation": [path for run in paths["runs"] for path in run["eval"].values()],
@@ -75,7 +77,7 @@ def report_inputs(wildcards):
 
 def report_paths(wildcards):
     """Every path the report job reads and writes, as JSON (its inputs and outputs, explicit)."""
-    return json.dumps(LAYOUT.report_paths(DATASETS, ARCHITECTURES), sort_keys=True)
+    return json.dumps(LAYOUT.report_paths(DATASETS, RUNS), sort_keys=True)
 
 
 def report_settings(wildcards):
@@ -86,6 +88,7 @@ def report_settings(wildcards):
             "name": arch,
             "description": ZOO[arch].get("description", ""),
             "reference_accuracy": {ds: reference_accuracy(ZOO, arch, ds) for ds in DATASETS},
+            "seed_gpu_seconds_per_epoch": ZOO[arch].get("seed_gpu_seconds_per_epoch"),
         }
         for arch in ARCHITECTURES
     ]

@@ -76,22 +76,21 @@ def load_study(settings: dict, paths: dict) -> dict:
     corrupt file is one line naming it."""
     tracking = _json(Path(paths["tracking"]), ("tracking_uri", "experiment_id"))
     cards = {ds: _json(Path(paths["cards"][ds])) for ds in settings["datasets"]}
-    given = {(run["dataset"], run["arch"]): run for run in paths["runs"]}
     runs = {}
-    for ds in settings["datasets"]:
-        for arch in (a["name"] for a in settings["architectures"]):
-            train = {k: Path(v) for k, v in given[ds, arch]["train"].items()}
-            evals = {k: Path(v) for k, v in given[ds, arch]["eval"].items()}
-            record = _json(train["run"], ("run_id", "tracking_uri"))
-            runs[ds, arch] = dict(
-                train=_json(train["metrics"], TRAIN_KEYS),
-                history=_history(train["history"]),
-                record=record,
-                evaluation=_json(evals["metrics"], EVAL_KEYS),
-                confusion=data_uri(evals["confusion_png"]),
-                misclassified=data_uri(evals["misclassified_png"]),
-                url=run_url(record["tracking_uri"], tracking["experiment_id"], record["run_id"]),
-            )
+    for given in paths["runs"]:  # each dataset's own architectures (config dataset_architectures)
+        ds, arch = given["dataset"], given["arch"]
+        train = {k: Path(v) for k, v in given["train"].items()}
+        evals = {k: Path(v) for k, v in given["eval"].items()}
+        record = _json(train["run"], ("run_id", "tracking_uri"))
+        runs[ds, arch] = dict(
+            train=_json(train["metrics"], TRAIN_KEYS),
+            history=_history(train["history"]),
+            record=record,
+            evaluation=_json(evals["metrics"], EVAL_KEYS),
+            confusion=data_uri(evals["confusion_png"]),
+            misclassified=data_uri(evals["misclassified_png"]),
+            url=run_url(record["tracking_uri"], tracking["experiment_id"], record["run_id"]),
+        )
     return dict(tracking=tracking, cards=cards, runs=runs)
 
 
@@ -101,6 +100,8 @@ def score_rows(settings: dict, runs: dict) -> pd.DataFrame:
     rows = []
     for arch in settings["architectures"]:
         for ds in settings["datasets"]:
+            if (ds, arch["name"]) not in runs:
+                continue  # not trained on this dataset
             run = runs[ds, arch["name"]]
             train, evaluation = run["train"], run["evaluation"]
             row = dict(architecture=arch["name"], dataset=ds)
@@ -143,11 +144,13 @@ def display_table(wide: pd.DataFrame, descriptions: dict) -> dict:
         for ds in datasets:
             for i, column in enumerate(shown[ds]):
                 value, css = row[ds, column], ["group-start"] if i == 0 else []
-                if column == "epochs_run":
+                if pd.isna(row[ds, "test_accuracy_pct"]):
+                    text = "–"  # not trained on this dataset
+                elif column == "epochs_run":
                     text = f"{int(value)}/{int(row[ds, 'epochs_planned'])}"
                 else:
                     text = "–" if pd.isna(value) else COLUMNS[column][1].format(float(value))
-                if column == "test_accuracy_pct" and row[ds, "best"]:
+                if column == "test_accuracy_pct" and row[ds, "best"] is True:
                     css.append("best")
                 if column == "difference_pct" and not pd.isna(value):
                     css.append("above" if value >= 0 else "below")
@@ -262,7 +265,7 @@ def build_report(settings: dict, paths: dict) -> dict:
     write_text_atomic(Path(outputs["scores_md"]), markdown_table(table))
     figures = []
     for ds in settings["datasets"]:
-        runs = {a: study["runs"][ds, a] for a in descriptions}
+        runs = {a: study["runs"][ds, a] for a in descriptions if (ds, a) in study["runs"]}
         curves = plot_learning_curves(
             {a: run["history"] for a, run in runs.items()},
             {a: run["train"].get("best_epoch") for a, run in runs.items()},
