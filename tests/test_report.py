@@ -14,6 +14,7 @@ from matplotlib.figure import Figure
 
 from afternoon.cli import main as cli_main
 from afternoon.layout import Layout
+from afternoon.report_costs import pareto_figure, pareto_front
 from afternoon.stages import report
 from afternoon.tracking import config_hash
 from helpers.runners import run_snakemake
@@ -25,12 +26,22 @@ RUNS = {
     "mnist": {"fc64": (0.981, 0.995, 3, 3), "cnn1": (0.985, 0.99, 2, 3)},
 }
 REFERENCE = {"fc64": {"mnist": 97.5}, "cnn1": {"mnist": 98.7}}
+SEED_GPU_S = {"fc64": 1, "cnn1": 12}  # the seeds' GPU seconds per 60k epoch
+# dataset -> arch -> (core-seconds, train samples per second); mnist cnn1 on a GPU
+COSTS = {"digits": {"fc64": 10.0, "cnn1": 40.0}, "mnist": {"fc64": 100.0, "cnn1": 1000.0}}
+RATES = {"fc64": 60_000.0, "cnn1": 5_000.0}
+DEVICES = {"fc64": "Intel(R) Xeon(R) Test CPU (2 of 2 cores)", "cnn1": "1x NVIDIA H200"}
 SERVER = "http://127.0.0.1:5000"
 
 
 def settings(tracking_uri=""):
     architectures = [
-        dict(name=n, description=d, reference_accuracy={ds: REFERENCE[n].get(ds) for ds in RUNS})
+        dict(
+            name=n,
+            description=d,
+            reference_accuracy={ds: REFERENCE[n].get(ds) for ds in RUNS},
+            seed_gpu_seconds_per_epoch=SEED_GPU_S[n],
+        )
         for n, d in ARCHS.items()
     ]
     return dict(
@@ -62,6 +73,9 @@ def write_run(root, ds, arch, test_acc, train_acc, epochs_run, epochs_planned):
     metrics.update(epochs_run=epochs_run, best_epoch=epochs_run, train_time_s=2.0 * epochs_run)
     metrics.update(time_per_epoch_s=1.5, final_loss=0.1, final_accuracy=train_acc)
     metrics.update(parameters=1000 + len(arch), run_id=run_id)
+    cost_metric = "cost_gpu_s" if "H200" in DEVICES[arch] else "cost_core_s"
+    metrics.update({cost_metric: COSTS[ds][arch], "device": DEVICES[arch]})
+    metrics.update(train_samples_per_s=RATES[arch])
     write_json(train / "metrics.json", metrics)
     epoch = pd.Series(range(1, epochs_run + 1))
     history = pd.DataFrame(dict(epoch=epoch, loss=1 / epoch, accuracy=train_acc - 0.01 / epoch))
@@ -132,9 +146,15 @@ def test_csv_and_markdown(results):
     assert "mnist Δ (pp)" in lines[0] and "digits seed (%)" not in lines[0]
     fc64 = [cell.strip() for cell in lines[2].split("|")[1:-1]]
     assert fc64[:3] == ["fc64", "Two dense layers", "**97.33** ★"]
-    assert fc64[9:15] == ["98.10", "97.5", "+0.60", "0.250", "1,004", "3/3"]
+    assert fc64[11:17] == ["98.10", "97.5", "+0.60", "0.250", "1,004", "3/3"]
     cnn1 = [cell.strip() for cell in lines[3].split("|")[1:-1]]
-    assert cnn1[2] == "96.22" and cnn1[9:12] == ["**98.50** ★", "98.7", "-0.20"]
+    assert cnn1[2] == "96.22" and cnn1[11:14] == ["**98.50** ★", "98.7", "-0.20"]
+    # per dataset: ours and the seeds' s per 60k epoch (the seeds' only where they ran), the cost
+    assert "digits seed GPU s/60k" not in lines[0] and "mnist seed GPU s/60k" in lines[0]
+    assert fc64[9:11] == ["1.0", "10 core·s"] and fc64[-3:] == ["1.0", "1", "100 core·s"]
+    assert cnn1[-3:] == ["12.0", "12", "1,000 GPU·s"]
+    assert csv.loc["cnn1", "mnist_cost"] == 1000 and csv.loc["cnn1", "mnist_cost_unit"] == "GPU·s"
+    assert csv.loc["fc64", "digits_device"] == DEVICES["fc64"]
 
 
 def test_html_is_self_contained_with_every_row_and_provenance(results):
@@ -144,7 +164,7 @@ def test_html_is_self_contained_with_every_row_and_provenance(results):
         assert f'<tr class="score-row" data-arch="{arch}">' in html
     assert "One convolution &lt;and&gt; pooling" in html  # escaped
     sources = re.findall(r'<img src="([^"]*)"', html)
-    assert len(sources) == 2 * len(RUNS) + 2 * 4  # figures per dataset, 2 images per run
+    assert len(sources) == 3 * len(RUNS) + 2 * 4  # figures per dataset, 2 images per run
     assert all(src.startswith("data:image/png;base64,") for src in sources)
     assert html.count('class="group-start best"') == 2
     for ds in RUNS:
@@ -255,3 +275,50 @@ def test_snakemake_own_report(small_study, tmp_path):
     ):
         assert name in text
     assert "Training and validation accuracy" in text  # a caption from workflow/report/
+
+
+def test_pareto_front_and_plot_contents(results):
+    study = report.load_study(settings(), paths_of(results))
+    long = report.score_rows(settings(), study["runs"])
+    digits, mnist = (long[long["dataset"] == ds].set_index("architecture") for ds in RUNS)
+    # digits: fc64 is cheaper and more accurate, so cnn1 is dominated; mnist: a trade-off
+    assert pareto_front(digits).to_dict() == {"fc64": True, "cnn1": False}
+    assert pareto_front(mnist).to_dict() == {"fc64": True, "cnn1": True}
+    fig = pareto_figure(digits.reset_index(), "digits")
+    (ax,) = fig.axes
+    dominated, front = ax.collections
+    assert (dominated.get_label(), front.get_label()) == ("dominated", "Pareto front")
+    assert front.get_offsets().tolist() == [[10.0, pytest.approx(97.33333)]]
+    assert dominated.get_offsets().tolist() == [[40.0, pytest.approx(96.22222)]]
+    assert sorted(text.get_text() for text in ax.texts) == ["cnn1", "fc64"]
+    assert ax.get_xscale() == "log" and "core·s" in ax.get_xlabel()
+
+
+def test_pareto_front_ties_and_missing_costs():
+    runs = pd.DataFrame(
+        {
+            "test_accuracy_pct": [90.0, 90.0, 95.0, 99.0, 80.0],
+            "cost": [10.0, 10.0, 10.0, float("nan"), 5.0],
+        },
+        index=["a", "b", "c", "no_cost", "cheap"],
+    )
+    # c beats a and b (same cost, more accurate); cheap is cheapest; no cost: never on the front
+    assert pareto_front(runs).to_dict() == {
+        "a": False, "b": False, "c": True, "no_cost": False, "cheap": True
+    }  # fmt: skip
+
+
+def test_html_cost_section(results):
+    context, out = build(results)
+    html = (out / "index.html").read_text()
+    rows = {(r["dataset"], r["architecture"]): r for r in context["devices"]}
+    assert rows["mnist", "cnn1"] == dict(
+        dataset="mnist", architecture="cnn1", device="1x NVIDIA H200", cost="1,000 GPU·s",
+        ours="12.0", seeds="12", front=True,
+    )  # fmt: skip
+    assert rows["digits", "cnn1"]["front"] is False and rows["digits", "fc64"]["front"] is True
+    assert html.count('<tr class="cost-row"') == 4
+    assert DEVICES["fc64"] in html and "1,000 GPU·s" in html
+    assert "<code>make tensorboard</code>" in html
+    for ds in RUNS:
+        assert (out / f"pareto_{ds}.png").read_bytes().startswith(b"\x89PNG")

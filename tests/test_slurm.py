@@ -403,3 +403,25 @@ def test_a_training_job_signalled_by_slurm_is_resubmitted_and_resumes(cluster, t
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["resumed_from_epoch"] >= 1 and metrics["epochs_run"] == 12
     assert not (out / "checkpoint").exists()
+
+
+def test_each_run_costs_its_training_jobs_slurm_accounting(study):
+    """Once a training job has ended, its evaluation job reads the job's accounting: elapsed x
+    allocated CPUs and GPUs (sacct), in the evaluation's metrics.json and the MLflow run."""
+    import mlflow
+
+    marker = json.loads((study.workdir / "results/mlflow/tracking.json").read_text())
+    client = mlflow.tracking.MlflowClient(marker["tracking_uri"])
+    runs = {run.info.run_name: run for run in client.search_runs([marker["experiment_id"]])}
+    for job in (job for job in study.jobs if job.rule == "train"):
+        arch = job.wildcards.removeprefix("digits_")
+        ((elapsed,),) = sacct(study.env, "-X", "-j", job.job_id, "--format", "ElapsedRaw")
+        cpus, gpus = float(job.tres["cpu"]), float(job.tres["gres/gpu"])
+        evaluation = study.workdir / f"results/eval/digits/{arch}/metrics.json"
+        cost = json.loads(evaluation.read_text())
+        assert cost["slurm_elapsed_s"] == float(elapsed)
+        assert cost["cost_slurm_cpu_s"] == float(elapsed) * cpus
+        assert cost["cost_slurm_gpu_s"] == float(elapsed) * gpus
+        logged = runs[f"{arch}@digits"].data.metrics
+        assert logged["cost_slurm_gpu_s"] == cost["cost_slurm_gpu_s"]
+        assert logged["cost_core_s"] > 0  # the training job's own clock, too

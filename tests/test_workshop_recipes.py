@@ -103,10 +103,13 @@ def fashion_slice(tmp_path_factory):
 
 @pytest.mark.slow
 def test_the_long_recipes_train_capped_on_a_fashion_mnist_slice(workshop, fashion_slice):
+    import mlflow
     import tensorflow as tf
 
+    from afternoon import costs
     from afternoon.stages.train import train_job
 
+    tracking_uri = json.loads(fashion_slice["marker"].read_text())["tracking_uri"]
     config, zoo = workshop
     capped = {**config, "training": {**config["training"], "max_epochs": CAP}}
     for name in long_recipes(config, zoo):
@@ -117,6 +120,13 @@ def test_the_long_recipes_train_capped_on_a_fashion_mnist_slice(workshop, fashio
             spec, fashion_slice["npz"], fashion_slice["card"], fashion_slice["marker"], outputs, 2
         )
         assert summary["epochs_run"] == summary["epochs_planned"] == CAP
+        # what it ran on and cost (a CPU here: 2 cores x the job's wall time)
+        assert summary["device"] == costs.device_of(2, gpus=[])["name"]
+        assert summary["cost_core_s"] == pytest.approx(2 * summary["job_wall_s"])
+        assert summary["job_wall_s"] >= summary["train_time_s"] > 0
+        run = mlflow.tracking.MlflowClient(tracking_uri).get_run(summary["run_id"])
+        assert run.data.tags["afternoon.device"] == summary["device"]
+        assert run.data.metrics["cost_core_s"] == pytest.approx(summary["cost_core_s"])
         assert np.isfinite(summary["final_loss"]) and summary["final_accuracy"] > 0.2
         model = tf.keras.models.load_model(outputs["model"])
         convs = [layer for layer in model.layers if layer.__class__.__name__ == "Conv2D"]

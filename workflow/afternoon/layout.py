@@ -16,6 +16,7 @@ explicit paths it reads and writes; no other module names these folders::
                                          per_class.csv misclassified.{png,csv}
       report/                          report: index.html scores.csv scores.md
                                          learning_curves_<dataset>.png overfitting_<dataset>.png
+                                         pareto_<dataset>.png
       logs/<rule>/...                  each job's log
 """
 
@@ -45,7 +46,7 @@ EVAL_FILES = {
 # The evaluation files logged to the training run (MLflow folder "evaluation/").
 LOGGED_EVAL_FILES = ("metrics", "confusion_csv", "confusion_png", "per_class", "misclassified_png")
 REPORT_FILES = {"html": "index.html", "scores_csv": "scores.csv", "scores_md": "scores.md"}
-REPORT_FIGURES = ("learning_curves", "overfitting")  # one PNG per dataset each
+REPORT_FIGURES = ("learning_curves", "overfitting", "pareto")  # one PNG per dataset each
 # What the report reads of each run's train and evaluate outputs.
 REPORT_READS = {"train": ("metrics", "history", "run"), "eval": ("metrics", "confusion_png",
                                                                   "misclassified_png")}  # fmt: skip

@@ -71,7 +71,11 @@ def report_inputs(wildcards):
         "evaluation": [path for run in paths["runs"] for path in run["eval"].values()],
         "cards": list(paths["cards"].values()),
         "tracking": paths["tracking"],
-        "code": [f"{PACKAGE_DIR}/afternoon/stages/report.py", f"{PACKAGE_DIR}/afternoon/templates/report.html.j2"],
+        "code": [
+            f"{PACKAGE_DIR}/afternoon/stages/report.py",
+            f"{PACKAGE_DIR}/afternoon/report_costs.py",
+            f"{PACKAGE_DIR}/afternoon/templates/report.html.j2",
+        ],
     }
 
 

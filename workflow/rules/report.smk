@@ -23,6 +23,7 @@ rule report:
         scores_md=LAYOUT.report_outputs()["scores_md"],
         curves=report_figures("learning_curves", "../report/learning_curves.rst", "Learning curves"),
         overfitting=report_figures("overfitting", "../report/overfitting.rst", "Overfitting"),
+        pareto=report_figures("pareto", "../report/pareto.rst", "Cost and accuracy"),
     log:
         LAYOUT.log("report"),
     conda:

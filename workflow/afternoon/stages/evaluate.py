@@ -12,7 +12,9 @@ import argparse
 import logging
 from pathlib import Path
 
+from afternoon.costs import slurm_cost
 from afternoon.evaluation import evaluate_run
+from afternoon.fileio import write_json_atomic
 from afternoon.layout import EVAL_FILES, LOGGED_EVAL_FILES
 from afternoon.tracking import RunLogger, read_run_record, record_pending, resolve_tracking_uri
 from afternoon.tracking.records import SYNC_HINT, logged_eval_metrics
@@ -37,6 +39,10 @@ def evaluate_job(
     name = (record.get("params") or {}).get("name") or Path(model).stem
     title = f"{name} on {Path(npz).stem}"
     metrics = evaluate_run(model, npz, card, outputs, n_misclassified, threads, title=title)
+    # Under Slurm the training job has ended by now: its accounting is its cost.
+    if job_id := (record.get("tags") or {}).get("afternoon.slurm_job_id"):
+        metrics.update(slurm_cost(job_id))
+        write_json_atomic(outputs["metrics"], metrics)
     run_dir, eval_dir = Path(run_record).parent, Path(outputs["metrics"]).parent
     if record["run_id"] is None:
         why = f"{run_record} names no MLflow run (training was not tracked)"

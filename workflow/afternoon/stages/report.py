@@ -17,6 +17,7 @@ import pandas as pd
 from afternoon.errors import DataFormatError
 from afternoon.fileio import atomic_path, read_json, write_text_atomic
 from afternoon.plots import save_png  # (importing plots selects the Agg backend)
+from afternoon.report_costs import cost_columns, device_rows, plot_pareto
 from afternoon.tracking import config_hash, provenance_tags
 from afternoon.tracking.provenance import strip_credentials
 from afternoon.tracking.uris import run_url
@@ -35,8 +36,15 @@ COLUMNS = {
     "train_time_s": ("train (s)", "{:.1f}"),
     "time_per_epoch_s": ("s/epoch", "{:.3f}"),
     "inference_images_per_s": ("img/s", "{:,.0f}"),
+    "s_per_60k_epoch": ("s/60k", "{:.1f}"),  # beside the seeds' GPU time (afternoon.report_costs)
+    "seed_gpu_s_per_epoch": ("seed GPU s/60k", "{:g}"),  # only where the zoo has one
+    "cost": ("cost", "{:,.0f}"),  # shown with its unit
+    "cost_unit": (None, None),
+    "device": (None, None),
     "train_minus_test_pp": (None, None),  # the overfitting figure's numbers
 }
+# How to open every run's TensorBoard logs (the Makefile's target; the report says it).
+TENSORBOARD_COMMAND = "make tensorboard"
 TRAIN_KEYS = ("final_accuracy", "parameters", "epochs_run", "epochs_planned", "train_time_s")
 EVAL_KEYS = ("test_accuracy", "test_loss", "inference_images_per_s")
 
@@ -114,8 +122,10 @@ def score_rows(settings: dict, runs: dict) -> pd.DataFrame:
             row["test_loss"] = evaluation["test_loss"]
             row["inference_images_per_s"] = evaluation["inference_images_per_s"]
             row["train_minus_test_pp"] = 100 * float(train["final_accuracy"]) - accuracy
+            row.update(cost_columns(arch, train, evaluation))
             rows.append(row)
-    long = pd.DataFrame(rows).astype({"reference_pct": float, "difference_pct": float})
+    floats = ("reference_pct", "difference_pct", "cost", "s_per_60k_epoch", "seed_gpu_s_per_epoch")
+    long = pd.DataFrame(rows).astype(dict.fromkeys(floats, float))
     best = long.groupby("dataset")["test_accuracy_pct"].transform("max")
     return long.assign(best=long["test_accuracy_pct"] == best)
 
@@ -128,7 +138,8 @@ def score_table(settings: dict, long: pd.DataFrame) -> pd.DataFrame:
     wide = wide.swaplevel(axis=1).reindex(columns=order)
     wide = wide.reindex([a["name"] for a in settings["architectures"]])
     unknown = [ds for ds in settings["datasets"] if wide[ds, "reference_pct"].isna().all()]
-    no_seed = [(ds, c) for ds in unknown for c in ("reference_pct", "difference_pct")]
+    seed_columns = ("reference_pct", "difference_pct", "seed_gpu_s_per_epoch")
+    no_seed = [(ds, c) for ds in unknown for c in seed_columns]
     return wide.drop(columns=no_seed)
 
 
@@ -148,6 +159,8 @@ def display_table(wide: pd.DataFrame, descriptions: dict) -> dict:
                     text = "–"  # not trained on this dataset
                 elif column == "epochs_run":
                     text = f"{int(value)}/{int(row[ds, 'epochs_planned'])}"
+                elif column == "cost" and not pd.isna(value):
+                    text = f"{float(value):,.0f} {row[ds, 'cost_unit']}"
                 else:
                     text = "–" if pd.isna(value) else COLUMNS[column][1].format(float(value))
                 if column == "test_accuracy_pct" and row[ds, "best"] is True:
@@ -275,7 +288,10 @@ def build_report(settings: dict, paths: dict) -> dict:
         gaps = long[long["dataset"] == ds].set_index("architecture")["train_minus_test_pp"]
         overfitting = Path(paths["figures"][ds]["overfitting"])
         bars = plot_overfitting(gaps, overfitting, f"{ds}: overfitting")
-        figures.append(dict(dataset=ds, curves=data_uri(curves), overfitting=data_uri(bars)))
+        pareto = Path(paths["figures"][ds]["pareto"])
+        plot_pareto(long[long["dataset"] == ds], pareto, f"{ds}: test accuracy against cost")
+        figures.append(dict(dataset=ds, curves=data_uri(curves), overfitting=data_uri(bars),
+                            pareto=data_uri(pareto)))  # fmt: skip
     context = dict(
         study=settings["study"],
         datasets=settings["datasets"],
@@ -283,6 +299,8 @@ def build_report(settings: dict, paths: dict) -> dict:
         figures=figures,
         runs=[dict(dataset=ds, arch=arch, **run) for (ds, arch), run in study["runs"].items()],
         provenance=provenance(settings, study["cards"], study["tracking"]),
+        devices=device_rows(long),
+        tensorboard_command=TENSORBOARD_COMMAND,
     )
     write_text_atomic(Path(outputs["html"]), render_html(context))
     return context

@@ -17,9 +17,10 @@ import argparse
 import json
 import logging
 import shutil
+import time
 from pathlib import Path
 
-from afternoon import distributed, tracking
+from afternoon import costs, distributed, tracking
 from afternoon.checkpoint import Checkpointer
 from afternoon.fileio import atomic_path, read_json, sha256_file, write_json_atomic
 from afternoon.layout import TRAIN_FILES
@@ -41,6 +42,7 @@ def train_job(
     """Train ``spec`` on the dataset ``npz``/``card``; write ``outputs`` (the names of
     ``layout.TRAIN_FILES``, plus ``tensorboard`` and ``checkpoint`` folders); returns the
     summary metrics. ``context``: extra MLflow tags."""
+    started = time.perf_counter()  # the cost's wall clock (afternoon.costs)
     # Horovod: hvd.init() and this rank's share of the threads (SingleProcess: the job's).
     process = distributed.start(spec, threads)
     data = load_npz(npz)
@@ -60,12 +62,15 @@ def train_job(
 
     marker = read_json(tracking_marker)
     uri = tracking.resolve_tracking_uri(marker["tracking_uri"])
+    device = costs.device_of(threads, process.size)
     tags = tracking.provenance_tags(
         extra={
             "config_hash": tracking.config_hash(spec),
             "dataset_sha256": dataset_card.get("npz_sha256", "unknown"),
             "architecture": spec["name"],
             "dataset": spec["dataset"],
+            "device": device["name"],
+            "device_kind": device["kind"],
             **process.tags(),
             **(context or {}),
         },
@@ -92,6 +97,10 @@ def train_job(
                 on_epoch=lambda epoch, logs: run.log_metrics(logs, step=epoch),
                 checkpointer=checkpointer,
             )
+            # Earlier (stopped) attempts' epochs count too; their start-up does not.
+            earlier = sum(row["epoch_time_s"] for row in resumed.rows) if resumed else 0.0
+            summary.update(costs.run_cost(device, time.perf_counter() - started + earlier))
+            summary["device"] = device["name"]
             _write_outputs(outputs, model, rows, summary, run)
     except TrainingDiverged:
         # Resuming would diverge again: keep neither the checkpoint nor TensorBoard's events.
