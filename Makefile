@@ -13,7 +13,7 @@ export PATH := $(BIN):$(PATH)
 HOROVOD_STAMP := $(VENV)/.horovod
 SYSTEM_STAMP := $(VENV)/.system-packages
 
-.PHONY: run test lint horovod system-packages slurm-profile mlflow-ui clean-results
+.PHONY: run test lint horovod system-packages slurm-profile mlflow-ui tensorboard clean-results
 
 $(STAMP): requirements.txt pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -28,6 +28,7 @@ run: $(STAMP)
 	@echo
 	@echo "Report:    $$($(BIN)/python -c 'from afternoon.layout import Layout as L; print(L().report_outputs()["html"])')"
 	@echo "MLflow UI: make mlflow-ui    (then open http://127.0.0.1:5000)"
+	@echo "TensorBoard: make tensorboard    (then open http://127.0.0.1:6006)"
 
 # The test suite also needs Horovod (compiled: ~6-10 min on 2 cores, once) and Debian packages
 # (Open MPI, Chromium, Slurm): installed here when missing, so `make test` works on a fresh machine
@@ -79,6 +80,14 @@ slurm-profile:
 mlflow-ui: $(STAMP)
 	mlflow ui --host 127.0.0.1 --port 5000 --backend-store-uri sqlite:///$$($(BIN)/python -c \
 	"from afternoon.layout import Layout; print(Layout().tracking_db())")
+
+# TensorBoard over every run of the study (each run's tensorboard/ folder: scalars, graph, weight
+# histograms), on the loopback interface only. TENSORBOARD_LOGDIR: another study's runs folder.
+TENSORBOARD_PORT ?= 6006
+TENSORBOARD_LOGDIR ?= $(shell $(BIN)/python -c "from afternoon.layout import Layout; print(Layout().runs_root())" 2>/dev/null)
+tensorboard: $(STAMP)
+	@echo "TensorBoard: http://127.0.0.1:$(TENSORBOARD_PORT)/ (runs under $(TENSORBOARD_LOGDIR))"
+	$(BIN)/tensorboard --host 127.0.0.1 --port $(TENSORBOARD_PORT) --logdir $(TENSORBOARD_LOGDIR)
 
 clean-results:
 	find results -mindepth 1 -maxdepth 1 ! -name README.md -exec rm -rf {} +

@@ -95,6 +95,10 @@ class Layout:
         return self._path("mlflow", "mlflow.db")
 
     # train
+    def runs_root(self) -> str:
+        """The folder of every run of the study (``make tensorboard`` reads it whole)."""
+        return self._path("runs")
+
     def run_dir(self, dataset: str, arch: str) -> str:
         return self._path("runs", dataset, arch)
 

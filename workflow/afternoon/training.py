@@ -97,7 +97,9 @@ def _callbacks(tf, spec: dict, has_validation: bool, tensorboard_dir: Path | Non
     stopper = _early_stopping(keras, spec, has_validation) if spec.get("early_stopping") else None
     callbacks = [EpochRecorder()] + ([stopper] if stopper else [])
     if tensorboard_dir is not None:
-        callbacks.append(keras.callbacks.TensorBoard(log_dir=str(tensorboard_dir), profile_batch=0))
+        # Weight histograms every epoch, as the seeds' TensorBoard callback (histogram_freq=1).
+        board = keras.callbacks.TensorBoard(str(tensorboard_dir), histogram_freq=1, profile_batch=0)
+        callbacks.append(board)
     return callbacks, stopper
 
 
