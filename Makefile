@@ -27,7 +27,7 @@ run: $(STAMP)
 	snakemake --cores $(CORES) --show-failed-logs $(ARGS)
 	@echo
 	@echo "Report:    $$($(BIN)/python -c 'from afternoon.layout import Layout as L; print(L().report_outputs()["html"])')"
-	@echo "MLflow UI: make mlflow-ui    (then open http://127.0.0.1:5000)"
+	@echo "MLflow UI: make mlflow-ui    (then open $(MLFLOW_UI_URL))"
 	@echo "TensorBoard: make tensorboard    (then open http://127.0.0.1:6006)"
 
 # The test suite also needs Horovod (compiled: ~6-10 min on 2 cores, once) and Debian packages
@@ -77,7 +77,10 @@ slurm-profile:
 	echo "make slurm-profile: $$target -> $(abspath profiles/slurm) (snakemake --profile slurm)"
 
 # The MLflow UI on this machine only (127.0.0.1). See README for a network bind with auth.
+# The study experiment's runs table (not MLflow 3's GenAI view): afternoon.tracking.uris.
+MLFLOW_UI_URL = $(shell $(BIN)/python -c "from afternoon.layout import Layout; from afternoon.tracking.uris import study_ui_url; print(study_ui_url('http://127.0.0.1:5000', Layout().tracking_marker()))" 2>/dev/null)
 mlflow-ui: $(STAMP)
+	@echo "MLflow UI: $(MLFLOW_UI_URL)"
 	mlflow ui --host 127.0.0.1 --port 5000 --backend-store-uri sqlite:///$$($(BIN)/python -c \
 	"from afternoon.layout import Layout; print(Layout().tracking_db())")
 

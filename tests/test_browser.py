@@ -8,6 +8,7 @@ import urllib.request
 
 import pytest
 
+from afternoon.tracking.uris import RUNS_TABLE_QUERY, study_ui_url
 from helpers.browser import chromium, screenshot
 from helpers.components import needs_browser
 from helpers.services import mlflow_server, wait_for
@@ -35,10 +36,16 @@ def test_mlflow_ui_shows_the_experiment_and_its_runs(small_study, tmp_path):
             metrics = {m["key"]: m["value"] for m in run["data"]["metrics"]}
             assert {"accuracy", "val_loss", "test_accuracy", "parameters"} <= set(metrics)
             assert 0.0 < metrics["test_accuracy"] <= 1.0
+        # MLflow 3 opens an experiment in its GenAI view: the study's experiment says it is an ML
+        # one, and the address `make mlflow-ui` prints opens its runs table.
+        query = f"experiment_id={tracking['experiment_id']}"
+        with urllib.request.urlopen(f"{url}/api/2.0/mlflow/experiments/get?{query}") as response:
+            tags = json.load(response)["experiment"].get("tags", [])
+        assert {"key": "mlflow.experimentKind", "value": "custom_model_development"} in tags
+        page = study_ui_url(url, small_study / "results/mlflow/tracking.json")
+        assert page == f"{url}/#/experiments/{tracking['experiment_id']}/runs{RUNS_TABLE_QUERY}"
         with chromium() as driver:
-            # MLflow 3 opens an experiment in its GenAI view; the runs table is the other view.
-            page = f"{url}/#/experiments/{tracking['experiment_id']}/runs"
-            driver.get(f"{page}?workflowType=machine_learning")
+            driver.get(page)
             body = driver.find_element("tag name", "body")
             text = wait_for(
                 lambda: all(name in body.text for name in RUN_NAMES) and body.text,
@@ -46,6 +53,8 @@ def test_mlflow_ui_shows_the_experiment_and_its_runs(small_study, tmp_path):
                 what="the run names in the MLflow UI",
             )
             assert tracking["experiment"] in text
+            # the runs table (its columns), not the GenAI view's traces
+            assert "Run Name" in text and "No traces" not in text
             time.sleep(1)  # let the table finish laying out before the picture
             assert screenshot(driver, tmp_path / "mlflow-ui.png").stat().st_size > 10_000
 

@@ -22,6 +22,7 @@ from afternoon.fileio import write_json_atomic
 from afternoon.tracking.provenance import first_line, flatten_params, redact, strip_credentials
 from afternoon.tracking.records import SYNC_HINT
 from afternoon.tracking.retries import is_transient, why, with_retries
+from afternoon.tracking.uris import EXPERIMENT_KIND_TAG
 
 log = logging.getLogger(__name__)
 
@@ -99,6 +100,8 @@ def init_store(uri: str, experiment: str, marker: Path) -> dict:
     client = _client(uri)
     with _store_lock(uri):
         exp_id = _experiment_id(client, uri, experiment)
+    # An ML experiment (runs table), not a GenAI one (traces): afternoon.tracking.uris
+    with_retries(client.set_experiment_tag, exp_id, *EXPERIMENT_KIND_TAG)
     record = dict(tracking_uri=strip_credentials(uri), experiment=experiment, experiment_id=exp_id)
     write_json_atomic(marker, record)
     return record

@@ -3,6 +3,7 @@ checked up front so a typo is one line, never holding a password in the config o
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -61,3 +62,25 @@ def run_url(uri: str, experiment_id: str, run_id: str) -> str | None:
     if urlsplit(uri).scheme.lower() not in ("http", "https"):
         return None
     return f"{strip_credentials(uri).rstrip('/')}/#/experiments/{experiment_id}/runs/{run_id}"
+
+
+# MLflow 3's UI opens an experiment in its GenAI view (traces) unless told otherwise. The query
+# below (the UI's workflow type switch) opens the runs table; the experiment tag (set by
+# init-tracking) says the same to the UIs that read it instead.
+EXPERIMENT_KIND_TAG = ("mlflow.experimentKind", "custom_model_development")
+RUNS_TABLE_QUERY = "?workflowType=machine_learning"
+
+
+def experiment_url(base: str, experiment_id: str) -> str:
+    """The runs table of experiment ``experiment_id`` in the MLflow UI at ``base``."""
+    return f"{base.rstrip('/')}/#/experiments/{experiment_id}/runs{RUNS_TABLE_QUERY}"
+
+
+def study_ui_url(base: str, marker: str | Path) -> str:
+    """``experiment_url`` of the study that tracking marker ``marker`` names; ``base`` when the
+    study has not started tracking yet (no marker)."""
+    try:
+        experiment_id = json.loads(Path(marker).read_text())["experiment_id"]
+    except (OSError, ValueError, KeyError):
+        return base
+    return experiment_url(base, experiment_id)
