@@ -6,19 +6,22 @@ validation and 256 test images), with the layers and optimizer the recipe names.
 
 import json
 import re
+import shutil
 import subprocess
 import sys
 
 import numpy as np
+import pandas as pd
 import pytest
+import yaml
 
 from afternoon.config import job_spec, load_yaml, load_zoo, study_runs
 from afternoon.npz import load_npz, write_npz
 from afternoon.stages.download import download_dataset
 from afternoon.stages.preprocess import preprocess_dataset
-from helpers.components import need_debian_fashion_mnist
+from helpers.components import need_debian_fashion_mnist, need_mnist
 from helpers.paths import REPO
-from helpers.runners import run_cli
+from helpers.runners import run_cli, run_snakemake
 from helpers.stage_args import train_outputs
 
 WORKSHOP = REPO / "config/workshop.yaml"
@@ -138,3 +141,59 @@ def test_the_long_recipes_train_capped_on_a_fashion_mnist_slice(workshop, fashio
         assert rates == [layer["dropout"]["rate"] for layer in layers if "dropout" in layer]
         optimizer = model.optimizer.get_config()
         assert optimizer["nesterov"] == spec["optimizer"].get("nesterov", False)
+
+
+@pytest.fixture(scope="module")
+def real_study(tmp_path_factory):
+    """A small real study through Snakemake: fc64 and ciml_cnn, 1 epoch, on real MNIST and real
+    Fashion-MNIST (the verified files of ../shared/data/mnist and of Debian's package, as a
+    mirror)."""
+    workdir = tmp_path_factory.mktemp("real-study")
+    mirror = workdir / "mirror"
+    mirror.mkdir()
+    (mirror / "mnist").symlink_to(need_mnist())
+    (mirror / "fashion_mnist").symlink_to(need_debian_fashion_mnist())
+    (workdir / "config").mkdir()
+    shutil.copy(REPO / "config/zoo.yaml", workdir / "config/zoo.yaml")
+    config = yaml.safe_load((REPO / "config/config.yaml").read_text())
+    config.update(study="real-small", datasets=["mnist", "fashion_mnist"])
+    config.update(architectures=["fc64", "ciml_cnn"])
+    config["data"]["mirror"] = str(mirror)
+    config["training"]["max_epochs"] = 1
+    (workdir / "config/config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    run_snakemake(workdir, "--cores", "2")
+    return workdir / "results"
+
+
+@pytest.mark.slow
+def test_report_of_a_real_run_has_seed_columns_cost_and_pareto(real_study):
+    scores = pd.read_csv(real_study / "report/scores.csv", index_col="architecture")
+    # the seeds' references where the zoo has them (none for the CIML deck's CNN)
+    assert scores.loc["fc64", "mnist_reference_pct"] == 97.5
+    assert scores.loc["fc64", "fashion_mnist_reference_pct"] == 88.32
+    assert pd.isna(scores.loc["ciml_cnn", "fashion_mnist_reference_pct"])
+    for ds in ("mnist", "fashion_mnist"):
+        difference = (
+            scores.loc["fc64", f"{ds}_test_accuracy_pct"]
+            - scores.loc["fc64", f"{ds}_reference_pct"]
+        )
+        assert scores.loc["fc64", f"{ds}_difference_pct"] == pytest.approx(difference, abs=1e-3)
+        assert scores.loc["fc64", f"{ds}_seed_gpu_s_per_epoch"] == 1
+        for arch in ("fc64", "ciml_cnn"):
+            assert scores.loc[arch, f"{ds}_cost"] > 0
+            assert scores.loc[arch, f"{ds}_cost_unit"] == "core·s"
+            metrics = json.loads((real_study / f"runs/{ds}/{arch}/metrics.json").read_text())
+            assert scores.loc[arch, f"{ds}_cost"] == pytest.approx(metrics["cost_core_s"], rel=1e-5)
+        assert (real_study / f"report/pareto_{ds}.png").read_bytes().startswith(b"\x89PNG")
+    markdown = (real_study / "report/scores.md").read_text()
+    header = markdown.splitlines()[0]
+    for ds in ("mnist", "fashion_mnist"):
+        for column in ("seed (%)", "Δ (pp)", "cost", "s/60k", "seed GPU s/60k"):
+            assert f"{ds} {column}" in header
+    html = (real_study / "report/index.html").read_text()
+    assert html.count('<tr class="cost-row"') == 4
+    assert html.count("accuracy against cost on") == 2
+    card = json.loads((real_study / "data/fashion_mnist.card.json").read_text())
+    assert {f["check"] for f in card["source_files"]} == {"uncompressed_sha256"}
+    card = json.loads((real_study / "data/mnist.card.json").read_text())
+    assert {f["check"] for f in card["source_files"]} == {"sha256"}
