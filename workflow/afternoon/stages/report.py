@@ -27,7 +27,7 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 # Score columns (CSV names): display label and format; label None: CSV only.
 COLUMNS = {
     "test_accuracy_pct": ("test acc (%)", "{:.2f}"),
-    "reference_pct": ("seed (%)", "{:.1f}"),  # with difference_pct: only where the zoo has one
+    "reference_pct": ("seed (%)", "{:g}"),  # with difference_pct: only where the zoo has one
     "difference_pct": ("Δ (pp)", "{:+.2f}"),
     "test_loss": ("test loss", "{:.3f}"),
     "parameters": ("params", "{:,.0f}"),
