@@ -19,6 +19,7 @@ from afternoon.config import check_against_schema, job_spec, load_yaml, load_zoo
 from afternoon.errors import AfternoonError
 from afternoon.layout import Layout
 from afternoon.registry import dataset_entry
+from afternoon.search import load_searches, search_job, workers_of
 from afternoon.tracking.uris import resolve_tracking_uri
 from afternoon.zoo import ARCHITECTURE_PATTERN, check_jobs, dataset_pattern, ranks_of, reference_accuracy
 
@@ -38,6 +39,13 @@ try:
     check_jobs(config, ZOO, ARCHITECTURES)
     # A malformed tracking.uri or MLFLOW_TRACKING_URI stops the dry run, not a job later.
     resolve_tracking_uri(config["tracking"]["uri"], LAYOUT.tracking_db())
+    # Hyperparameter searches: the whole file checked against the zoo, the selected ones named.
+    SEARCHES = load_searches(config["searches"]["file"], ZOO)
+    for name in config["searches"]["run"]:
+        if name not in SEARCHES:
+            raise AfternoonError(
+                f"config: searches.run: {name!r} is not in {config['searches']['file']} (known: {', '.join(SEARCHES)})"
+            )
 except AfternoonError as err:
     sys.exit(f"afternoon: {err}")
 
@@ -55,6 +63,10 @@ def raw_manifest(wildcards):
     return []
 
 
+# (search, dataset) of every selected search: one tune job each.
+SEARCH_RUNS = [(name, ds) for name in config["searches"]["run"] for ds in SEARCHES[name]["datasets"]]
+
+
 def all_outputs():
     """Targets of the default rule: the study report (which needs every run evaluated)."""
     return list(LAYOUT.report_outputs().values())
@@ -70,12 +82,15 @@ def report_inputs(wildcards):
         "cards": list(paths["cards"].values()),
         "tracking": paths["tracking"],
         "code": [f"{PACKAGE_DIR}/afternoon/stages/report.py", f"{PACKAGE_DIR}/afternoon/templates/report.html.j2"],
+        "searches": search_report_inputs(),
     }
 
 
 def report_paths(wildcards):
     """Every path the report job reads and writes, as JSON (its inputs and outputs, explicit)."""
-    return json.dumps(LAYOUT.report_paths(DATASETS, ARCHITECTURES), sort_keys=True)
+    paths = LAYOUT.report_paths(DATASETS, ARCHITECTURES)
+    paths["searches"] = LAYOUT.search_report_paths(SEARCH_RUNS)
+    return json.dumps(paths, sort_keys=True)
 
 
 def report_settings(wildcards):
@@ -145,3 +160,38 @@ def train_launcher(wildcards, resources):
     """The shell prefix that starts the ranks, `{resources.mpi} -n {resources.tasks}`; '' for one process."""
     mpi = resources.get("mpi")
     return f"{mpi} -n {resources.tasks}" if mpi else ""
+
+
+# --- Hyperparameter searches (search.smk): one tune job per selected search x its datasets.
+
+
+def search_report_inputs():
+    """What the report reads of each search: its table and summary, the best trial's retraining
+    and evaluation (which makes Snakemake run them)."""
+    runs = LAYOUT.search_report_paths(SEARCH_RUNS)
+    return [path for run in runs for part in ("tune", "train", "eval") for path in run[part].values()]
+
+
+def tune_spec(wildcards):
+    """The search job's slice (the search, its base architecture on the dataset, the seed): editing
+    the search or its base reruns it; editing another zoo entry or search does not."""
+    return json.dumps(search_job(config, ZOO, SEARCHES, wildcards.search, wildcards.dataset), sort_keys=True)
+
+
+def tune_workers(wildcards):
+    return workers_of(SEARCHES[wildcards.search])
+
+
+def tune_tasks(wildcards):
+    """Slurm tasks of a tune job (chief + workers) when searches.launcher is set, else 1."""
+    return tune_workers(wildcards) + 1 if config["searches"]["launcher"] else 1
+
+
+def tune_threads(wildcards):
+    return config["training"]["threads"] * tune_workers(wildcards)
+
+
+def tune_launcher(wildcards):
+    """`<searches.launcher> -n <workers + 1>` under Slurm; '' on a workstation (local workers)."""
+    launcher = config["searches"]["launcher"]
+    return f"{launcher} -n {tune_tasks(wildcards)}" if launcher else ""
