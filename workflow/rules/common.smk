@@ -83,6 +83,10 @@ def report_inputs(wildcards):
         "tracking": paths["tracking"],
         "code": [f"{PACKAGE_DIR}/afternoon/stages/report.py", f"{PACKAGE_DIR}/afternoon/templates/report.html.j2"],
         "searches": search_report_inputs(),
+        "search_code": [
+            f"{PACKAGE_DIR}/afternoon/search_report.py",
+            f"{PACKAGE_DIR}/afternoon/templates/search.html.j2",
+        ],
     }
 
 

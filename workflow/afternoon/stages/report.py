@@ -17,6 +17,7 @@ import pandas as pd
 from afternoon.errors import DataFormatError
 from afternoon.fileio import atomic_path, read_json, write_text_atomic
 from afternoon.plots import save_png  # (importing plots selects the Agg backend)
+from afternoon.search_report import search_sections
 from afternoon.tracking import config_hash, provenance_tags
 from afternoon.tracking.provenance import strip_credentials
 from afternoon.tracking.uris import run_url
@@ -280,6 +281,7 @@ def build_report(settings: dict, paths: dict) -> dict:
         figures=figures,
         runs=[dict(dataset=ds, arch=arch, **run) for (ds, arch), run in study["runs"].items()],
         provenance=provenance(settings, study["cards"], study["tracking"]),
+        searches=search_sections(paths.get("searches", [])),
     )
     write_text_atomic(Path(outputs["html"]), render_html(context))
     return context

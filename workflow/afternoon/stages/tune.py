@@ -128,6 +128,12 @@ def write_results(job: dict, oracle, state_dir: Path, args, parent) -> dict:
     import pandas as pd
 
     rows = [_trial_row(trial, state_dir) for trial in oracle.trials.values()]
+    # Keras Tuner records a continuation's bracket as the one current when it was created: a
+    # continuation belongs to its parent's bracket.
+    brackets = {row["trial_id"]: row for row in rows}
+    for row in sorted(rows, key=lambda row: row["trial_id"]):
+        if row["parent_trial"]:
+            row["bracket"] = brackets[row["parent_trial"]]["bracket"]
     table = pd.DataFrame(rows).sort_values("trial_id")
     write_text_atomic(Path(args.trials), table.to_csv(index=False))
     metric, _ = objective_name(job["name"], job["search"])
