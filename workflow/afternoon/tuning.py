@@ -163,9 +163,10 @@ def run_one_trial(context: TrialContext, trial_id: str, values: dict) -> dict:
     checkpointer.resumed = checkpointer.load()
     record_path = trial_dir / "trial.json"
     record = read_json(record_path) if record_path.exists() else {}
-    hp_values = {k: v for k, v in values.items()}
+    hp_values = dict(values)
     run = _child_run(context, trial_id, hp_values, record.get("run_id"))
-    record.update(trial_id=trial_id, run_id=run.run_id, values=hp_values, parent_trial=parent)
+    record.update(trial_id=trial_id, run_id=run.run_id, values=hp_values, parent_trial=parent,
+                  tuner_id=os.environ.get("KERASTUNER_TUNER_ID", ""), status="RUNNING")  # fmt: skip
     write_json_atomic(record_path, record)
     process = distributed.SingleProcess(context.threads)
     try:
