@@ -30,7 +30,9 @@ CHIEF_FILE, STATE_FILE = "chief.json", "search-state.json"
 
 def prepare_state(state_dir: Path, fingerprint: str) -> dict:
     """The state folder of this exact search (its spec hash): kept to resume, or emptied when
-    the search was edited. Returns what it holds of the last attempt (its MLflow run)."""
+    the search was edited; without the last attempt's chief.json. Returns what it holds of the
+    last attempt (its MLflow run)."""
+    (state_dir / CHIEF_FILE).unlink(missing_ok=True)
     path = state_dir / STATE_FILE
     state = read_json(path) if path.exists() else {}
     if state.get("fingerprint") != fingerprint:
@@ -104,13 +106,13 @@ def wait_for_chief(state_dir: Path, timeout_s: float = 600) -> dict:
     raise WorkerFailed(f"no chief announced itself in {path} within {timeout_s:.0f} s")
 
 
-def start_workers(argv: list[str], count: int, chief: tuple[str, int]) -> list[subprocess.Popen]:
+def start_workers(argv: list[str], count: int) -> list[subprocess.Popen]:
     """``count`` local worker processes (the same stage command, KERASTUNER_TUNER_ID
-    tuner0..): each gets SIGTERM when the chief dies."""
+    tuner0..), each told to stop (SIGTERM) when the chief dies; they find the chief in
+    ``chief.json``."""
     workers = []
     for index in range(count):
         env = dict(os.environ, KERASTUNER_TUNER_ID=f"tuner{index}")
-        env.update(KERASTUNER_ORACLE_IP=chief[0], KERASTUNER_ORACLE_PORT=str(chief[1]))
         command = [sys.executable, "-m", "afternoon.cli", *argv]
         workers.append(subprocess.Popen(command, env=env, preexec_fn=_die_with_parent))
     return workers

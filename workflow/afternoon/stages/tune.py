@@ -71,19 +71,23 @@ def run_chief(job: dict, args: argparse.Namespace, argv: list[str]) -> dict:
         search_chief.save_state(state_dir, state)
     oracle = search_chief.load_oracle(make_oracle(job), state_dir)
     host = _chief_host()
-    server, servicer, port = search_chief.serve(oracle, host)
+    # Local workers are started before the gRPC server: forking a process with gRPC's threads
+    # running can abort the child. They wait for chief.json, written once the oracle is served.
     workers = []
+    if int(os.environ.get("SLURM_NTASKS", "1")) <= 1:
+        workers = search_chief.start_workers(argv, args.workers)
+    server = None
     try:
+        server, servicer, port = search_chief.serve(oracle, host)
         with parent:
             search_chief.write_chief_file(state_dir, host, port, parent.run_id)
             log.info("%s: oracle on %s:%d, %d workers", run_name, host, port, args.workers)
-            if _role() == ("chief", None) and int(os.environ.get("SLURM_NTASKS", "1")) <= 1:
-                workers = search_chief.start_workers(argv, args.workers, (host, port))
             search_chief.wait(oracle, servicer, workers)
             summary = write_results(job, oracle, state_dir, args, parent)
     finally:
         search_chief.stop_workers(workers)
-        server.stop(grace=1)
+        if server is not None:
+            server.stop(grace=1)
     return summary
 
 
