@@ -186,16 +186,22 @@ def tune_workers(wildcards):
     return workers_of(SEARCHES[wildcards.search])
 
 
+def tune_mpi(wildcards):
+    """resources.mpi of a tune job: searches.launcher under Slurm (then the executor submits one
+    job of workers + 1 tasks and runs the command as is); None on a workstation."""
+    return config["searches"]["launcher"] or None
+
+
 def tune_tasks(wildcards):
-    """Slurm tasks of a tune job (chief + workers) when searches.launcher is set, else 1."""
-    return tune_workers(wildcards) + 1 if config["searches"]["launcher"] else 1
+    """Tasks of a tune job under Slurm: the chief and the workers; 1 on a workstation."""
+    return tune_workers(wildcards) + 1 if tune_mpi(wildcards) else 1
+
+
+def tune_cpus_per_task(wildcards):
+    """Under Slurm each task (a worker) gets training.threads cores; unset on a workstation."""
+    return config["training"]["threads"] if tune_mpi(wildcards) else None
 
 
 def tune_threads(wildcards):
+    """The cores of a tune job: training.threads per worker."""
     return config["training"]["threads"] * tune_workers(wildcards)
-
-
-def tune_launcher(wildcards):
-    """`<searches.launcher> -n <workers + 1>` under Slurm; '' on a workstation (local workers)."""
-    launcher = config["searches"]["launcher"]
-    return f"{launcher} -n {tune_tasks(wildcards)}" if launcher else ""

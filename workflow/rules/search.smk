@@ -20,12 +20,16 @@ rule tune:
         f"../../envs/{config['training']['conda_env']}.yaml"
     threads: tune_threads
     resources:
+        # Under Slurm (searches.launcher set): one job of workers + 1 tasks, started by the
+        # launcher (the chief in task 0, which uses no GPU); a workstation: one process that
+        # starts the workers itself.
+        mpi=tune_mpi,
         tasks=tune_tasks,
-        tasks_per_gpu=0,
+        cpus_per_task=tune_cpus_per_task,
     params:
         spec=tune_spec,
         workers=tune_workers,
-        launcher=tune_launcher,
+        launcher=train_launcher,
         state=LAYOUT.search_state_dir("{search}", "{dataset}"),
     shell:
         "{params.launcher} python -m afternoon.cli tune --spec {params.spec:q} --npz {input.npz}"

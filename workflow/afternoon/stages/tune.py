@@ -40,7 +40,7 @@ def _role() -> tuple[str, str | None]:
     tuner_id = os.environ.get("KERASTUNER_TUNER_ID")
     if tuner_id:
         return ("chief", None) if "chief" in tuner_id else ("worker", tuner_id)
-    if int(os.environ.get("SLURM_NTASKS", "1")) > 1:
+    if _under_slurm():
         rank = int(os.environ.get("SLURM_PROCID", "0"))
         return ("chief", None) if rank == 0 else ("worker", f"tuner{rank - 1}")
     return "chief", None
@@ -48,12 +48,28 @@ def _role() -> tuple[str, str | None]:
 
 def _chief_host() -> str:
     """127.0.0.1 on a workstation; under Slurm, this node's address (workers on other nodes)."""
-    if int(os.environ.get("SLURM_NTASKS", "1")) > 1:
+    if _under_slurm():
         return socket.gethostbyname(os.environ.get("SLURMD_NODENAME") or socket.gethostname())
     return "127.0.0.1"
 
 
+def _under_slurm() -> bool:
+    return int(os.environ.get("SLURM_NTASKS", "1")) > 1
+
+
+def _pin_gpu(tuner_id: str) -> None:
+    """Under Slurm the chief uses no GPU, and worker i one of the job's GPUs on its node (i mod
+    their number) instead of all of them (TensorFlow would take every visible GPU's memory)."""
+    visible = [d for d in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if d]
+    if tuner_id == "chief":
+        os.environ["CUDA_VISIBLE_DEVICES"] = ""
+    elif len(visible) > 1:
+        os.environ["CUDA_VISIBLE_DEVICES"] = visible[int(tuner_id[len("tuner") :]) % len(visible)]
+
+
 def run_chief(job: dict, args: argparse.Namespace, argv: list[str]) -> dict:
+    if _under_slurm():
+        _pin_gpu("chief")
     state_dir = Path(args.state)
     state = search_chief.prepare_state(state_dir, tracking.config_hash(job))
     marker = read_json(args.tracking)
@@ -74,7 +90,7 @@ def run_chief(job: dict, args: argparse.Namespace, argv: list[str]) -> dict:
     # Local workers are started before the gRPC server: forking a process with gRPC's threads
     # running can abort the child. They wait for chief.json, written once the oracle is served.
     workers = []
-    if int(os.environ.get("SLURM_NTASKS", "1")) <= 1:
+    if not _under_slurm():
         workers = search_chief.start_workers(argv, args.workers)
     server = None
     try:
@@ -92,6 +108,8 @@ def run_chief(job: dict, args: argparse.Namespace, argv: list[str]) -> dict:
 
 
 def run_worker(job: dict, args: argparse.Namespace, tuner_id: str) -> None:
+    if _under_slurm():
+        _pin_gpu(tuner_id)
     state_dir = Path(args.state)
     chief = search_chief.wait_for_chief(state_dir)
     os.environ.update(KERASTUNER_TUNER_ID=tuner_id, KERASTUNER_ORACLE_IP=chief["host"],
@@ -99,10 +117,17 @@ def run_worker(job: dict, args: argparse.Namespace, tuner_id: str) -> None:
     marker = read_json(args.tracking)
     info = dict(uri=tracking.resolve_tracking_uri(marker["tracking_uri"]),
                 experiment=marker["experiment"], parent_run_id=chief["parent_run_id"],
-                threads=max(1, args.threads // max(1, args.workers)))  # fmt: skip
+                threads=_worker_threads(args))  # fmt: skip
     context = TrialContext(job, load_npz(args.npz), read_json(args.card), state_dir, info)
     runner = make_runner(make_oracle(job), context, state_dir / "workers")
     runner.search()
+
+
+def _worker_threads(args) -> int:
+    """A worker's cores: its Slurm task's, or an equal share of the job's on a workstation."""
+    if _under_slurm() and os.environ.get("SLURM_CPUS_PER_TASK"):
+        return int(os.environ["SLURM_CPUS_PER_TASK"])
+    return max(1, args.threads // max(1, args.workers))
 
 
 def _trial_row(trial, state_dir: Path) -> dict:
