@@ -22,8 +22,12 @@ def test_a_search_is_one_slurm_job_of_a_chief_and_two_workers(cluster, tmp_path)
     config = yaml.safe_load(config_path.read_text())
     config["training"]["threads"] = 1  # a core per task
     config_path.write_text(yaml.safe_dump(config, sort_keys=False))
-    # The lab node has 2 cores for the job's 3 tasks: its idle chief shares one (--overcommit).
-    env = lab_env(cluster) | {"AFTERNOON_SLURM_SEARCH_EXTRA": "--overcommit"}
+    # The lab node has 2 cores for the job's 3 tasks: its idle chief shares one (--overcommit,
+    # for the allocation and for the step srun starts in it).
+    env = lab_env(cluster) | {
+        "AFTERNOON_SLURM_SEARCH_EXTRA": "--overcommit",
+        "AFTERNOON_SLURM_SEARCH_LAUNCHER": "srun --kill-on-bad-exit=1 --overcommit",
+    }
     since = (datetime.now() - timedelta(minutes=1)).strftime("%Y-%m-%dT%H:%M:%S")
     study = Study(workdir, env, since, ["fc64"], horovod="not part of this study")
     output, run_id = study.snakemake("search", "--until", "tune")
