@@ -44,11 +44,12 @@ def summary(workdir: Path, search: str, dataset: str = "digits") -> dict:
     return json.loads((search_dir(workdir, search, dataset) / "summary.json").read_text())
 
 
-def search_runs(workdir: Path, search: str, dataset: str = "digits"):
-    """The search's MLflow parent run and its child runs (one per trial), from the study's store."""
+def search_runs(workdir: Path, search: str, dataset: str = "digits", uri: str | None = None):
+    """(client, the search's MLflow parent run, its child runs: one per trial), from the study's
+    sqlite store or the tracking server at ``uri``."""
     from mlflow.tracking import MlflowClient
 
-    client = MlflowClient(tracking_uri=f"sqlite:///{workdir / 'results/mlflow/mlflow.db'}")
+    client = MlflowClient(tracking_uri=uri or f"sqlite:///{workdir / 'results/mlflow/mlflow.db'}")
     experiment = client.get_experiment_by_name(STUDY)
     runs = client.search_runs([experiment.experiment_id], max_results=1000)
     parents = [r for r in runs if r.info.run_name == f"{search}@{dataset}"]
