@@ -40,7 +40,12 @@ try:
     # A malformed tracking.uri or MLFLOW_TRACKING_URI stops the dry run, not a job later.
     resolve_tracking_uri(config["tracking"]["uri"], LAYOUT.tracking_db())
     # Hyperparameter searches: the whole file checked against the zoo, the selected ones named.
-    SEARCHES = load_searches(config["searches"]["file"], ZOO)
+    # (A study that runs none needs no searches file.)
+    SEARCHES = (
+        load_searches(config["searches"]["file"], ZOO)
+        if config["searches"]["run"] or Path(config["searches"]["file"]).exists()
+        else {}
+    )
     for name in config["searches"]["run"]:
         if name not in SEARCHES:
             raise AfternoonError(
