@@ -17,6 +17,7 @@ import argparse
 import json
 import logging
 import os
+import shutil
 import socket
 import sys
 from pathlib import Path
@@ -27,7 +28,14 @@ from afternoon import search_chief, tracking
 from afternoon.fileio import read_json, write_json_atomic, write_text_atomic
 from afternoon.npz import load_npz
 from afternoon.search import hyperband_trials, objective_name
-from afternoon.tuning import TrialContext, make_oracle, make_runner, mlflow_names, trial_spec
+from afternoon.tuning import (
+    TRIALS_DIR,
+    TrialContext,
+    make_oracle,
+    make_runner,
+    mlflow_names,
+    trial_spec,
+)
 
 log = logging.getLogger(__name__)
 
@@ -132,7 +140,7 @@ def _worker_threads(args) -> int:
 
 def _trial_row(trial, state_dir: Path) -> dict:
     values = trial.hyperparameters.values
-    record_path = state_dir / "trials" / trial.trial_id / "trial.json"
+    record_path = state_dir / TRIALS_DIR / trial.trial_id / "trial.json"
     record = read_json(record_path) if record_path.exists() else {}
     row = {
         "trial_id": trial.trial_id,
@@ -196,7 +204,7 @@ def write_results(job: dict, oracle, state_dir: Path, args, parent) -> dict:
         "epochs_trained": int(pd.to_numeric(table["epochs_trained"]).fillna(0).sum()),
         "best_trial": best.trial_id,
         "best_value": best.score,
-        "best_values": {k: v for k, v in best.hyperparameters.values.items()},
+        "best_values": dict(best.hyperparameters.values),
         "parent_run_id": parent.run_id,
         "best_run_id": best_row["run_id"],
         "workers": args.workers,
@@ -213,10 +221,8 @@ def write_results(job: dict, oracle, state_dir: Path, args, parent) -> dict:
             {"afternoon.best_trial": "true"}
         )
     write_json_atomic(Path(args.summary), summary)
-    for trial_dir in (state_dir / "trials").glob("*/checkpoint"):  # the search is done
-        import shutil
-
-        shutil.rmtree(trial_dir, ignore_errors=True)
+    for checkpoint in (state_dir / TRIALS_DIR).glob("*/checkpoint"):  # the search is done
+        shutil.rmtree(checkpoint, ignore_errors=True)
     return summary
 
 
