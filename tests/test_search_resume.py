@@ -1,7 +1,8 @@
 """A search stopped mid-trial resumes on the next `snakemake`: a worker killed by SIGKILL, then
-the chief stopped by SIGTERM; the finished trials are not run again, a stopped trial continues
-from its checkpoint into the same MLflow run, and the search ends with the trials Hyperband
-predicts, under one parent run (keras-tuner #835, Hyperband's reload, does not bite 1.4.7)."""
+the chief stopped by SIGTERM, then the chief killed by SIGKILL (its workers stop with it); the
+finished trials are not run again, a stopped trial continues from its checkpoint into the same
+MLflow run, and the search ends with the trials Hyperband predicts, under one parent run
+(keras-tuner #835, Hyperband's reload, does not bite 1.4.7)."""
 
 from __future__ import annotations
 
@@ -69,6 +70,20 @@ def tune_process(workdir: Path, tuner_id: str | None) -> psutil.Process:
     raise AssertionError(f"no tune process {tuner_id or 'chief'} in {workdir}")
 
 
+def wait_for_no_tune_process(workdir: Path, timeout_s: float = 60) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            tune_process(workdir, "tuner0")
+        except AssertionError:
+            try:
+                tune_process(workdir, "tuner1")
+            except AssertionError:
+                return
+        time.sleep(0.5)
+    raise AssertionError(f"a worker outlived its chief for {timeout_s:.0f} s")
+
+
 def wait_until(condition, what: str, snakemake: subprocess.Popen):
     deadline = time.monotonic() + TIMEOUT_S
     while time.monotonic() < deadline:
@@ -104,20 +119,25 @@ def test_a_search_killed_mid_trial_resumes_without_redoing_finished_trials(tmp_p
     assert snakemake.wait(TIMEOUT_S) != 0
     finished = {t: r for t, r in records(workdir).items() if r.get("status") == "COMPLETED"}
 
-    # 2. SIGTERM the chief once one more trial has finished.
-    snakemake = start(workdir)
+    # 2. SIGTERM the chief once one more trial has finished; 3. then SIGKILL it likewise (its
+    # workers get SIGTERM from the kernel when it dies: none is left behind).
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        before = sum(r.get("status") == "COMPLETED" for r in records(workdir).values())
+        snakemake = start(workdir)
 
-    def one_more():
-        done = [t for t, r in records(workdir).items() if r.get("status") == "COMPLETED"]
-        return done if len(done) > len(finished) else None
+        def one_more(before=before):
+            done = [t for t, r in records(workdir).items() if r.get("status") == "COMPLETED"]
+            return done if len(done) > before else None
 
-    wait_until(one_more, "another finished trial", snakemake)
-    tune_process(workdir, None).send_signal(signal.SIGTERM)
-    assert snakemake.wait(TIMEOUT_S) != 0
-    log = (workdir / f"results/logs/tune/{SEARCH}/digits.log").read_text()
-    assert "afternoon: stopped: SIGTERM received" in log
+        wait_until(one_more, "another finished trial", snakemake)
+        tune_process(workdir, None).send_signal(sig)
+        assert snakemake.wait(TIMEOUT_S) != 0
+        if sig == signal.SIGTERM:
+            log = (workdir / f"results/logs/tune/{SEARCH}/digits.log").read_text()
+            assert "afternoon: stopped: SIGTERM received" in log
+        wait_for_no_tune_process(workdir)
 
-    # 3. Run to the end.
+    # 4. Run to the end.
     run_snakemake(workdir, "--cores", "2", TARGET)
     after = records(workdir)
     trials = pd.read_csv(search_dir(workdir, SEARCH) / "trials.csv", dtype={"trial_id": str})

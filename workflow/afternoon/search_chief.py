@@ -10,6 +10,7 @@ is the search's; a worker started by Slurm waits for one written in its own Slur
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import shutil
@@ -20,7 +21,7 @@ import time
 from concurrent import futures
 from pathlib import Path
 
-from afternoon.fileio import read_json, write_json_atomic
+from afternoon.fileio import read_json, write_json_atomic, write_text_atomic
 from afternoon.tuning import PROJECT, TRIALS_DIR, TUNER_DIR, WorkerFailed
 
 log = logging.getLogger(__name__)
@@ -53,10 +54,26 @@ def save_state(state_dir: Path, state: dict) -> None:
     write_json_atomic(state_dir / STATE_FILE, state)
 
 
+def _atomic_saves(oracle) -> None:
+    """Keras Tuner writes its state files (oracle.json, each trial.json) in place: a chief killed
+    while writing one leaves it truncated, and the search could not be reloaded. Here each is
+    written to a temporary file and renamed into place."""
+
+    def save():
+        write_text_atomic(Path(oracle._get_oracle_fname()), json.dumps(oracle.get_state()))
+
+    def save_trial(trial):
+        path = Path(oracle._get_trial_dir(trial.trial_id)) / "trial.json"
+        write_text_atomic(path, json.dumps(trial.get_state()))
+
+    oracle.save, oracle._save_trial = save, save_trial
+
+
 def load_oracle(oracle, state_dir: Path):
     """The oracle with its project folder; its saved state (trials done, Hyperband's brackets)
     reloaded if there is one: trials that were running go back to its queue, finished ones stay."""
     oracle._set_project_dir(str(state_dir / TUNER_DIR), PROJECT)
+    _atomic_saves(oracle)
     if Path(oracle._get_oracle_fname()).exists():
         oracle.reload()
         done = sum(t.status == "COMPLETED" for t in oracle.trials.values())

@@ -29,6 +29,7 @@ from afternoon.fileio import read_json, write_json_atomic, write_text_atomic
 from afternoon.npz import load_npz
 from afternoon.search import hyperband_trials, objective_name
 from afternoon.tuning import (
+    PROJECT,
     TRIALS_DIR,
     TrialContext,
     make_oracle,
@@ -39,6 +40,7 @@ from afternoon.tuning import (
 
 log = logging.getLogger(__name__)
 
+WORKERS_DIR = "workers"  # Keras Tuner's files of the workers, in the state folder
 TRIAL_COLUMNS = ("trial_id", "status", "objective", "bracket", "round", "epochs")
 TRIAL_COLUMNS += ("initial_epoch", "epochs_trained", "parent_trial", "seconds", "run_id")
 
@@ -127,7 +129,10 @@ def run_worker(job: dict, args: argparse.Namespace, tuner_id: str) -> None:
                 experiment=marker["experiment"], parent_run_id=chief["parent_run_id"],
                 threads=_worker_threads(args))  # fmt: skip
     context = TrialContext(job, load_npz(args.npz), read_json(args.card), state_dir, info)
-    runner = make_runner(make_oracle(job), context, state_dir / "workers")
+    # A worker keeps no state of its own (the chief has it all); Keras Tuner's file of it, written
+    # in place at every trial's end, may be truncated by a kill: it is not reloaded.
+    (state_dir / WORKERS_DIR / PROJECT / f"{tuner_id}.json").unlink(missing_ok=True)
+    runner = make_runner(make_oracle(job), context, state_dir / WORKERS_DIR)
     runner.search()
 
 
