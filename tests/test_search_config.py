@@ -104,6 +104,16 @@ def test_the_dry_run_stops_on_a_bad_search_in_one_line(tmp_path):
     assert result.stderr.strip().splitlines()[-1] == (
         "afternoon: config: searches.run: 'tiny2' is not in config/searches.yaml (known: tiny)"
     )
+    config_path = tmp_path / "config/config.yaml"
+    config = yaml.safe_load(config_path.read_text())
+    config["searches"]["run"] = ["tiny"]
+    config["data"]["validation_fraction"] = 0
+    config_path.write_text(yaml.safe_dump(config))
+    result = run_snakemake(tmp_path, "-n", "--cores", "1", check=False)
+    assert result.stderr.strip().splitlines()[-1] == (
+        "afternoon: config/searches.yaml: search 'tiny', objective: 'val_accuracy' needs a "
+        "validation split (data.validation_fraction > 0)"
+    )
 
 
 # The IPv4 wildcard spelled out would trip test_safe_defaults' scan for wildcard binds.

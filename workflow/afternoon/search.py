@@ -304,3 +304,17 @@ def search_job(config: dict, zoo: dict, searches: dict, name: str, dataset: str)
 
 def workers_of(search: dict) -> int:
     return int(search.get("workers", DEFAULT_WORKERS))
+
+
+def check_search_jobs(config: dict, searches: dict) -> None:
+    """The dry run's checks of the selected searches: each is in the file, and an objective on
+    the validation split (val_*) has one."""
+    file = config["searches"]["file"]
+    for name in config["searches"]["run"]:
+        if name not in searches:
+            known = ", ".join(searches) or "none"
+            raise ConfigError(f"config: searches.run: {name!r} is not in {file} (known: {known})")
+        objective, _ = objective_name(name, searches[name])
+        if objective.startswith("val_") and config["data"]["validation_fraction"] <= 0:
+            raise ConfigError(f"{file}: search {name!r}, objective: {objective!r} needs a "
+                              "validation split (data.validation_fraction > 0)")  # fmt: skip

@@ -19,7 +19,7 @@ from afternoon.config import check_against_schema, job_spec, load_yaml, load_zoo
 from afternoon.errors import AfternoonError
 from afternoon.layout import Layout
 from afternoon.registry import dataset_entry
-from afternoon.search import load_searches, search_job, workers_of
+from afternoon.search import check_search_jobs, load_searches, search_job, workers_of
 from afternoon.tracking.uris import resolve_tracking_uri
 from afternoon.zoo import ARCHITECTURE_PATTERN, check_jobs, dataset_pattern, ranks_of, reference_accuracy
 
@@ -46,11 +46,7 @@ try:
         if config["searches"]["run"] or Path(config["searches"]["file"]).exists()
         else {}
     )
-    for name in config["searches"]["run"]:
-        if name not in SEARCHES:
-            raise AfternoonError(
-                f"config: searches.run: {name!r} is not in {config['searches']['file']} (known: {', '.join(SEARCHES)})"
-            )
+    check_search_jobs(config, SEARCHES)
 except AfternoonError as err:
     sys.exit(f"afternoon: {err}")
 
