@@ -20,6 +20,9 @@ $(STAMP): requirements.txt pyproject.toml
 	$(BIN)/python -m pip install --quiet -r requirements.txt
 	# tf_keras without its deps: its metadata asks for the full `tensorflow` wheel beside tensorflow-cpu.
 	$(BIN)/python -m pip install --quiet --no-deps tf_keras==2.18.0
+	# Keras Tuner's oracles (hyperparameter searches) without its deps: they are pinned above
+	# (keras, packaging, requests; grpcio comes with TensorFlow).
+	$(BIN)/python -m pip install --quiet --no-deps keras-tuner==1.4.7 kt-legacy==1.0.5
 	$(BIN)/python -m pip install --quiet --no-deps -e .
 	touch $@
 

@@ -20,11 +20,13 @@ include: "workflow/rules/common.smk"
 wildcard_constraints:
     dataset=dataset_pattern(),
     arch=ARCHITECTURE_PATTERN,
+    search=ARCHITECTURE_PATTERN,
 
 
 include: "workflow/rules/data.smk"
 include: "workflow/rules/train.smk"
 include: "workflow/rules/evaluate.smk"
+include: "workflow/rules/search.smk"
 include: "workflow/rules/report.smk"
 
 

@@ -2,7 +2,8 @@
 # Install the Debian packages the test suite needs, if any is missing:
 #   build tools + Open MPI (Horovod), Chromium + ChromeDriver (browser tests),
 #   Slurm 22.05 + munge + MariaDB (the lab cluster of the Slurm tests),
-#   dataset-fashion-mnist (the real Fashion-MNIST files, recompressed: the mirror tests).
+#   dataset-fashion-mnist (the real Fashion-MNIST files, recompressed: the mirror tests),
+#   PostgreSQL (the MLflow tracking server's database in the PostgreSQL test).
 # As root it runs apt-get and checks that every package is installed afterwards. When it cannot
 # install them (not root, apt-get failing, a package still missing) it exits 1 with one line
 # naming the missing packages, so `make test` stops here instead of recording the step as done.
@@ -13,6 +14,7 @@ packages=(
   chromium chromium-driver
   slurmctld slurmd slurm-client munge libpmix2 slurmdbd mariadb-server
   dataset-fashion-mnist
+  postgresql
 )
 
 # missing_packages: the packages of $packages that dpkg does not list as installed.

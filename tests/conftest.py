@@ -5,6 +5,7 @@ The helpers behind them live in tests/helpers/ (see its __init__ for an index).
     small_study        the small study (digits, fc64 + cnn1, 2 epochs) run once per session
     digits             the digits dataset preprocessed once per session: {"npz", "card"}
                        (a module's own `digits` fixture may ask for it and add to it)
+    postgres           a private PostgreSQL cluster on 127.0.0.1 per session (helpers.postgres)
     clean_mlflow_env   this process without the caller's MLflow store, run or credentials
     horovod_installed, mpirun_installed, browser_installed
                        a missing component skips the test, or fails it under CI=true (use them
@@ -44,6 +45,16 @@ def digits(tmp_path_factory):
     run_cli("preprocess", "digits", "--npz", data["npz"], "--card", data["card"],
             "--validation-fraction", "0.1", "--seed", "42", check=True)  # fmt: skip
     return data
+
+
+@pytest.fixture(scope="session")
+def postgres():
+    """A PostgreSQL cluster of this session's own (stopped and removed at its end): create
+    databases with ``postgres.createdb(name)``, which returns its URI."""
+    from helpers.postgres import PostgresCluster, private_dir
+
+    with private_dir() as root, PostgresCluster(root) as cluster:
+        yield cluster
 
 
 @pytest.fixture

@@ -63,9 +63,12 @@ class MlflowServer:
     process group's id. A server that does not come up fails the test (with its log), skip or no
     skip: mlflow is a pinned dependency, so that is a bug, not a missing component."""
 
-    def __init__(self, root: Path, db: Path | None = None, port: int | None = None):
+    def __init__(self, root: Path, db: Path | None = None, port: int | None = None,
+                 backend: str | None = None):  # fmt: skip
         self.root = Path(root)
         self.db = Path(db) if db is not None else self.root / "server.db"
+        # Another backend store (a PostgreSQL URI, helpers.postgres) instead of the sqlite db.
+        self.backend = backend or f"sqlite:///{self.db}"
         self.port = port or free_port()
         self.uri = f"http://127.0.0.1:{self.port}"
         self.log = self.root / "mlflow-server.log"
@@ -75,7 +78,7 @@ class MlflowServer:
         """Start it and wait until /health answers; returns the seconds that took."""
         command = [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1",
                    "--port", str(self.port), "--workers", "1",
-                   "--backend-store-uri", f"sqlite:///{self.db}",
+                   "--backend-store-uri", self.backend,
                    "--artifacts-destination", str(self.root / "artifacts")]  # fmt: skip
         with open(self.log, "ab") as log:  # the server keeps its own descriptor
             self.proc = subprocess.Popen(

@@ -15,7 +15,7 @@ import logging
 import signal
 import sys
 
-from afternoon.layout import EVAL_FILES, RESULTS, TRAIN_FILES
+from afternoon.layout import EVAL_FILES, RESULTS, SEARCH_FILES, TRAIN_FILES
 
 # stage (the command) -> its module in afternoon.stages and what it does
 STAGES = {
@@ -25,6 +25,7 @@ STAGES = {
     "train": ("train", "train one architecture on one dataset"),
     "evaluate": ("evaluate", "test metrics and plots of a trained model"),
     "report": ("report", "the study report from every run's outputs"),
+    "tune": ("tune", "a hyperparameter search: Keras Tuner's chief and workers"),
     "sync-tracking": ("sync_tracking", "re-log runs whose tracking failed, from disk"),
 }
 
@@ -73,6 +74,16 @@ def _add_arguments(stage: str, parser: argparse.ArgumentParser) -> None:
             for name in EVAL_FILES:
                 add(_flag(name), required=True)
             add("--misclassified", type=int, default=25, help="misclassified images shown")
+    elif stage == "tune":
+        add("--spec", required=True, help="the search job's config slice, as JSON")
+        add("--npz", required=True)
+        add("--card", required=True)
+        add("--tracking", required=True, help="marker written by init-tracking")
+        add("--state", required=True, help="the oracle's and the trials' folder (resume)")
+        add("--workers", type=int, default=2, help="worker processes (local) or tasks - 1")
+        add("--threads", type=int, default=2, help="cores of the job, shared by the workers")
+        for name in SEARCH_FILES:
+            add(_flag(name), required=True)
     elif stage == "report":
         add("--settings", required=True, type=json.loads, help="config slice (JSON)")
         add("--paths", required=True, type=json.loads, help="inputs and outputs (JSON)")

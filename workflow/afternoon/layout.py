@@ -14,6 +14,10 @@ explicit paths it reads and writes; no other module names these folders::
                                          tensorboard/ and, while it trains, checkpoint/
       eval/<dataset>/<arch>/           evaluate: metrics.json confusion_matrix.{csv,png}
                                          per_class.csv misclassified.{png,csv}
+      search/<name>/<dataset>/         tune: trials.csv summary.json best.yaml best_spec.json and
+                                         state/ (Keras Tuner's oracle, trials/<id>/: checkpoints)
+      search/<name>/<dataset>/best/    train_search_best: the best trial retrained (train's files)
+      search/<name>/<dataset>/best-eval/  evaluate_search_best: evaluate's files
       report/                          report: index.html scores.csv scores.md
                                          learning_curves_<dataset>.png overfitting_<dataset>.png
                                          pareto_<dataset>.png
@@ -50,6 +54,12 @@ REPORT_FIGURES = ("learning_curves", "overfitting", "pareto")  # one PNG per dat
 # What the report reads of each run's train and evaluate outputs.
 REPORT_READS = {"train": ("metrics", "history", "run"), "eval": ("metrics", "confusion_png",
                                                                   "misclassified_png")}  # fmt: skip
+SEARCH_FILES = {  # a search's outputs (the tune rule's output keys)
+    "trials": "trials.csv",
+    "summary": "summary.json",
+    "best": "best.yaml",
+    "best_spec": "best_spec.json",
+}
 PENDING = "pending"  # beside the tracking marker: the ledger sync-tracking reads
 
 
@@ -116,6 +126,43 @@ class Layout:
 
     def eval_outputs(self, dataset: str, arch: str) -> dict[str, str]:
         return eval_job_files(self.eval_dir(dataset, arch))
+
+    # search (tune, then the best trial retrained and evaluated)
+    def search_dir(self, search: str, dataset: str) -> str:
+        return self._path("search", search, dataset)
+
+    def search_outputs(self, search: str, dataset: str) -> dict[str, str]:
+        return {
+            name: f"{self.search_dir(search, dataset)}/{file}"
+            for name, file in SEARCH_FILES.items()
+        }
+
+    def search_state_dir(self, search: str, dataset: str) -> str:
+        """Keras Tuner's oracle and the trials' checkpoints: not an output (kept on failure)."""
+        return f"{self.search_dir(search, dataset)}/state"
+
+    def search_best_train(self, search: str, dataset: str) -> dict[str, str]:
+        """The best trial retrained: the train stage's files (checkpoint included)."""
+        return train_job_files(f"{self.search_dir(search, dataset)}/best")
+
+    def search_best_eval(self, search: str, dataset: str) -> dict[str, str]:
+        return eval_job_files(f"{self.search_dir(search, dataset)}/best-eval")
+
+    def search_report_paths(self, runs: list[tuple[str, str]]) -> list[dict]:
+        """Per (search, dataset): the files the report reads of its tune job (``tune``) and of
+        the best trial's retraining (``train``) and evaluation (``eval``)."""
+        paths = []
+        for search, dataset in runs:
+            train = self.search_best_train(search, dataset)
+            evaluation = self.search_best_eval(search, dataset)
+            paths.append({
+                "search": search,
+                "dataset": dataset,
+                "tune": self.search_outputs(search, dataset),
+                "train": {name: train[name] for name in REPORT_READS["train"]},
+                "eval": {name: evaluation[name] for name in REPORT_READS["eval"]},
+            })  # fmt: skip
+        return paths
 
     # report
     def report_outputs(self) -> dict[str, str]:

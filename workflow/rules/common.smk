@@ -19,6 +19,7 @@ from afternoon.config import architectures_of, check_against_schema, job_spec, l
 from afternoon.errors import AfternoonError
 from afternoon.layout import Layout
 from afternoon.registry import dataset_entry
+from afternoon.search import check_search_jobs, load_searches, search_job, workers_of
 from afternoon.tracking.uris import resolve_tracking_uri
 from afternoon.zoo import ARCHITECTURE_PATTERN, check_jobs, dataset_pattern, ranks_of, reference_accuracy
 
@@ -40,6 +41,14 @@ try:
     check_jobs(config, ZOO, RUNS)
     # A malformed tracking.uri or MLFLOW_TRACKING_URI stops the dry run, not a job later.
     resolve_tracking_uri(config["tracking"]["uri"], LAYOUT.tracking_db())
+    # Hyperparameter searches: the whole file checked against the zoo, the selected ones named.
+    # (A study that runs none needs no searches file.)
+    SEARCHES = (
+        load_searches(config["searches"]["file"], ZOO)
+        if config["searches"]["run"] or Path(config["searches"]["file"]).exists()
+        else {}
+    )
+    check_search_jobs(config, SEARCHES)
 except AfternoonError as err:
     sys.exit(f"afternoon: {err}")
 
@@ -55,6 +64,10 @@ def raw_manifest(wildcards):
     if needs_download(wildcards.dataset):
         return LAYOUT.raw_manifest(wildcards.dataset)
     return []
+
+
+# (search, dataset) of every selected search: one tune job each.
+SEARCH_RUNS = [(name, ds) for name in config["searches"]["run"] for ds in SEARCHES[name]["datasets"]]
 
 
 def all_outputs():
@@ -76,12 +89,19 @@ def report_inputs(wildcards):
             f"{PACKAGE_DIR}/afternoon/report_costs.py",
             f"{PACKAGE_DIR}/afternoon/templates/report.html.j2",
         ],
+        "searches": search_report_inputs(),
+        "search_code": [
+            f"{PACKAGE_DIR}/afternoon/search_report.py",
+            f"{PACKAGE_DIR}/afternoon/templates/search.html.j2",
+        ],
     }
 
 
 def report_paths(wildcards):
     """Every path the report job reads and writes, as JSON (its inputs and outputs, explicit)."""
-    return json.dumps(LAYOUT.report_paths(DATASETS, RUNS), sort_keys=True)
+    paths = LAYOUT.report_paths(DATASETS, RUNS)
+    paths["searches"] = LAYOUT.search_report_paths(SEARCH_RUNS)
+    return json.dumps(paths, sort_keys=True)
 
 
 def report_settings(wildcards):
@@ -152,3 +172,44 @@ def train_launcher(wildcards, resources):
     """The shell prefix that starts the ranks, `{resources.mpi} -n {resources.tasks}`; '' for one process."""
     mpi = resources.get("mpi")
     return f"{mpi} -n {resources.tasks}" if mpi else ""
+
+
+# --- Hyperparameter searches (search.smk): one tune job per selected search x its datasets.
+
+
+def search_report_inputs():
+    """What the report reads of each search: its table and summary, the best trial's retraining
+    and evaluation (which makes Snakemake run them)."""
+    runs = LAYOUT.search_report_paths(SEARCH_RUNS)
+    return [path for run in runs for part in ("tune", "train", "eval") for path in run[part].values()]
+
+
+def tune_spec(wildcards):
+    """The search job's slice (the search, its base architecture on the dataset, the seed): editing
+    the search or its base reruns it; editing another zoo entry or search does not."""
+    return json.dumps(search_job(config, ZOO, SEARCHES, wildcards.search, wildcards.dataset), sort_keys=True)
+
+
+def tune_workers(wildcards):
+    return workers_of(SEARCHES[wildcards.search])
+
+
+def tune_mpi(wildcards):
+    """resources.mpi of a tune job: searches.launcher under Slurm (then the executor submits one
+    job of workers + 1 tasks and runs the command as is); None on a workstation."""
+    return config["searches"]["launcher"] or None
+
+
+def tune_tasks(wildcards):
+    """Tasks of a tune job under Slurm: the chief and the workers; 1 on a workstation."""
+    return tune_workers(wildcards) + 1 if tune_mpi(wildcards) else 1
+
+
+def tune_cpus_per_task(wildcards):
+    """Under Slurm each task (a worker) gets training.threads cores; unset on a workstation."""
+    return config["training"]["threads"] if tune_mpi(wildcards) else None
+
+
+def tune_threads(wildcards):
+    """The cores of a tune job: training.threads per worker."""
+    return config["training"]["threads"] * tune_workers(wildcards)

@@ -18,6 +18,7 @@ from afternoon.errors import DataFormatError
 from afternoon.fileio import atomic_path, read_json, write_text_atomic
 from afternoon.plots import save_png  # (importing plots selects the Agg backend)
 from afternoon.report_costs import cost_columns, device_rows, plot_pareto
+from afternoon.search_report import search_sections
 from afternoon.tracking import config_hash, provenance_tags
 from afternoon.tracking.provenance import strip_credentials
 from afternoon.tracking.uris import run_url
@@ -301,6 +302,7 @@ def build_report(settings: dict, paths: dict) -> dict:
         provenance=provenance(settings, study["cards"], study["tracking"]),
         devices=device_rows(long),
         tensorboard_command=TENSORBOARD_COMMAND,
+        searches=search_sections(paths.get("searches", [])),
     )
     write_text_atomic(Path(outputs["html"]), render_html(context))
     return context

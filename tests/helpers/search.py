@@ -1,0 +1,59 @@
+"""Studies with a hyperparameter search (config/searches.yaml), and reading what they left.
+
+write_search_study(workdir, run=["digits_tiny"])          the repo's searches, one selected
+write_search_study(workdir, searches={...}, run=[...])    searches of the test's own
+search_runs(workdir, "search-study")                      (parent run, child runs) in MLflow
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import yaml
+
+from helpers.paths import REPO
+from helpers.study import write_study
+
+STUDY = "search-study"
+
+
+def write_search_study(workdir: Path, run: list[str], searches: dict | None = None,
+                       archs=("fc64",)) -> Path:  # fmt: skip
+    """A small study (digits, ``archs``, 2 epochs) that also runs the searches ``run``."""
+    write_study(workdir, archs=list(archs))
+    path = workdir / "config/searches.yaml"
+    if searches is None:
+        shutil.copy(REPO / "config/searches.yaml", path)
+    else:
+        path.write_text(yaml.safe_dump(searches, sort_keys=False))
+    config_path = workdir / "config/config.yaml"
+    config = yaml.safe_load(config_path.read_text())
+    config["study"] = STUDY
+    config["searches"]["run"] = list(run)
+    config_path.write_text(yaml.safe_dump(config, sort_keys=False))
+    return workdir
+
+
+def search_dir(workdir: Path, search: str, dataset: str = "digits") -> Path:
+    return workdir / "results/search" / search / dataset
+
+
+def summary(workdir: Path, search: str, dataset: str = "digits") -> dict:
+    return json.loads((search_dir(workdir, search, dataset) / "summary.json").read_text())
+
+
+def search_runs(workdir: Path, search: str, dataset: str = "digits", uri: str | None = None):
+    """(client, the search's MLflow parent run, its child runs: one per trial), from the study's
+    sqlite store or the tracking server at ``uri``."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=uri or f"sqlite:///{workdir / 'results/mlflow/mlflow.db'}")
+    experiment = client.get_experiment_by_name(STUDY)
+    runs = client.search_runs([experiment.experiment_id], max_results=1000)
+    parents = [r for r in runs if r.info.run_name == f"{search}@{dataset}"]
+    assert len(parents) == 1, [r.info.run_name for r in runs]
+    parent = parents[0]
+    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
+    return client, parent, children

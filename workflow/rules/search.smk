@@ -1,0 +1,93 @@
+# Hyperparameter searches (config/searches.yaml, selected by config searches.run): one tune job
+# per search x dataset, Keras Tuner's chief and its workers; then the best trial is retrained with
+# its full recipe and evaluated like any architecture of the zoo.
+
+
+# The chief serves the oracle on 127.0.0.1 and starts `workers` local worker processes; on Slurm
+# (searches.launcher set by profiles/slurm) the job is one allocation of workers + 1 tasks started
+# by srun: task 0 the chief, the others workers (they find the chief in <state>/chief.json).
+# A stopped job leaves its state folder (not an output): the next run resumes the search.
+rule tune:
+    input:
+        npz=LAYOUT.npz("{dataset}"),
+        card=LAYOUT.card("{dataset}"),
+        tracking=rules.init_tracking.output.marker,
+    output:
+        **LAYOUT.search_outputs("{search}", "{dataset}"),
+    log:
+        LAYOUT.log("tune", "{search}", "{dataset}"),
+    conda:
+        f"../../envs/{config['training']['conda_env']}.yaml"
+    threads: tune_threads
+    resources:
+        # Under Slurm (searches.launcher set): one job of workers + 1 tasks, started by the
+        # launcher (the chief in task 0, which uses no GPU); a workstation: one process that
+        # starts the workers itself.
+        mpi=tune_mpi,
+        tasks=tune_tasks,
+        cpus_per_task=tune_cpus_per_task,
+    params:
+        spec=tune_spec,
+        workers=tune_workers,
+        launcher=train_launcher,
+        state=LAYOUT.search_state_dir("{search}", "{dataset}"),
+    shell:
+        "{params.launcher} python -m afternoon.cli tune --spec {params.spec:q} --npz {input.npz}"
+        " --card {input.card} --tracking {input.tracking} --state {params.state}"
+        " --workers {params.workers} --threads {threads} --trials {output.trials}"
+        " --summary {output.summary} --best {output.best} --best-spec {output.best_spec} > {log} 2>&1"
+
+
+# The best trial's full recipe (best_spec.json: the zoo entry best.yaml as a training spec),
+# trained by the train stage into its own run folder and MLflow run.
+rule train_search_best:
+    input:
+        spec=rules.tune.output.best_spec,
+        npz=LAYOUT.npz("{dataset}"),
+        card=LAYOUT.card("{dataset}"),
+        tracking=rules.init_tracking.output.marker,
+    output:
+        **{
+            name: path
+            for name, path in LAYOUT.search_best_train("{search}", "{dataset}").items()
+            if name not in ("tensorboard", "checkpoint")
+        },
+        tensorboard=directory(LAYOUT.search_best_train("{search}", "{dataset}")["tensorboard"]),
+    log:
+        LAYOUT.log("train_search_best", "{search}", "{dataset}"),
+    conda:
+        f"../../envs/{config['training']['conda_env']}.yaml"
+    threads: config["training"]["threads"]
+    params:
+        checkpoint=LAYOUT.search_best_train("{search}", "{dataset}")["checkpoint"],
+    shell:
+        'python -m afternoon.cli train --spec "$(cat {input.spec})" --npz {input.npz} --card {input.card}'
+        " --tracking {input.tracking} --model {output.model} --history {output.history}"
+        " --metrics {output.metrics} --run {output.run} --tensorboard {output.tensorboard}"
+        " --checkpoint {params.checkpoint} --threads {threads} --tag snakemake_rule=train_search_best"
+        " --tag search={wildcards.search} > {log} 2>&1"
+
+
+rule evaluate_search_best:
+    input:
+        model=rules.train_search_best.output.model,
+        run=rules.train_search_best.output.run,
+        npz=LAYOUT.npz("{dataset}"),
+        card=LAYOUT.card("{dataset}"),
+        tracking=rules.init_tracking.output.marker,
+    output:
+        **LAYOUT.search_best_eval("{search}", "{dataset}"),
+    log:
+        LAYOUT.log("evaluate_search_best", "{search}", "{dataset}"),
+    conda:
+        "../../envs/afternoon.yaml"
+    threads: 2
+    params:
+        misclassified=config["evaluation"]["misclassified"],
+    shell:
+        "python -m afternoon.cli evaluate --model {input.model} --run {input.run} --npz {input.npz}"
+        " --card {input.card} --tracking {input.tracking} --metrics {output.metrics}"
+        " --confusion-csv {output.confusion_csv} --confusion-png {output.confusion_png}"
+        " --per-class {output.per_class} --misclassified-png {output.misclassified_png}"
+        " --misclassified-csv {output.misclassified_csv}"
+        " --misclassified {params.misclassified} --threads {threads} > {log} 2>&1"
