@@ -3,6 +3,7 @@ import json
 import sys
 from pathlib import Path
 
+from snakemake.settings.types import DeploymentMethod
 from snakemake.utils import validate
 
 # The logic lives in the importable package workflow/afternoon. Jobs run
@@ -20,7 +21,14 @@ from afternoon.errors import AfternoonError
 from afternoon.layout import Layout
 from afternoon.registry import dataset_entry
 from afternoon.tracking.uris import resolve_tracking_uri
-from afternoon.zoo import ARCHITECTURE_PATTERN, check_jobs, dataset_pattern, ranks_of, reference_accuracy
+from afternoon.zoo import (
+    ARCHITECTURE_PATTERN,
+    check_jobs,
+    dataset_pattern,
+    distributed_settings,
+    ranks_of,
+    reference_accuracy,
+)
 
 SCHEMA = str(Path(workflow.basedir) / "workflow/schemas/config.schema.yaml")
 # Every path of the results tree comes from here (afternoon/layout.py).
@@ -35,7 +43,8 @@ try:
     validate(config, SCHEMA)
     ZOO = load_zoo(config["zoo"])
     ARCHITECTURES = selected_architectures(config, ZOO)
-    check_jobs(config, ZOO, ARCHITECTURES)
+    # (A distributed backend's package is looked for here unless the jobs get conda envs.)
+    check_jobs(config, ZOO, ARCHITECTURES, DeploymentMethod.CONDA not in workflow.deployment_settings.deployment_method)
     # A malformed tracking.uri or MLFLOW_TRACKING_URI stops the dry run, not a job later.
     resolve_tracking_uri(config["tracking"]["uri"], LAYOUT.tracking_db())
 except AfternoonError as err:
@@ -118,13 +127,14 @@ def train_spec(wildcards):
     return json.dumps(job_spec(config, ZOO, wildcards.dataset, wildcards.arch), sort_keys=True)
 
 
-# --- Data-parallel (Horovod) training: an architecture's `distributed.ranks` > 1 makes its train job
-# an MPI job. Snakemake's Slurm executor reads resources `mpi` (set: MPI job) and `tasks`; locally
-# both only shape the shell command.
+# --- Data-parallel training: an architecture's `distributed.ranks` > 1 (backend multi_worker or
+# horovod) makes its train job one job of that many processes. Snakemake's Slurm executor reads
+# resources `mpi` (set: the command starts its own tasks) and `tasks`; locally both only shape
+# the shell command. Backend mirrored is one process (over the node's GPUs): a plain job.
 
 
 def train_ranks(wildcards):
-    """Processes (Horovod ranks) of a training job: the architecture's distributed.ranks, else 1."""
+    """Processes (workers, ranks) of a training job: the architecture's distributed.ranks, else 1."""
     return ranks_of(job_spec(config, ZOO, wildcards.dataset, wildcards.arch))
 
 
@@ -135,10 +145,15 @@ def train_cpus_per_rank(wildcards, threads):
 
 
 def train_mpi(wildcards, threads):
-    """resources.mpi: training.mpi_launcher ('{cpus}' -> cores per rank) for a distributed job;
-    None (unset) for one process, which the Slurm executor then submits as a plain job."""
+    """resources.mpi: the launcher of a job of several processes ('{cpus}' -> cores per rank):
+    training.worker_launcher (multi_worker) or training.mpi_launcher (horovod); None (unset) for
+    one process, which the Slurm executor then submits as a plain job."""
     cpus = train_cpus_per_rank(wildcards, threads)
-    return None if cpus is None else config["training"]["mpi_launcher"].replace("{cpus}", str(cpus))
+    if cpus is None:
+        return None
+    spec = job_spec(config, ZOO, wildcards.dataset, wildcards.arch)
+    key = "worker_launcher" if distributed_settings(spec)["backend"] == "multi_worker" else "mpi_launcher"
+    return config["training"][key].replace("{cpus}", str(cpus))
 
 
 def train_launcher(wildcards, resources):

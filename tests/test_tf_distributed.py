@@ -1,0 +1,249 @@
+"""TensorFlow's own data parallelism: backend multi_worker (2 local workers under the launcher,
+MultiWorkerMirroredStrategy) and mirrored (MirroredStrategy, one replica on this CPU), against the
+one-process run; what the workers listen on; a killed 2-worker job resumes; a backend that is not
+installed is one line. No Horovod, no MPI: these run wherever TensorFlow does."""
+
+import json
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+from afternoon.config import job_spec, load_yaml, load_zoo
+from helpers import runners
+from helpers.paths import REPO
+from helpers.runners import cli_command as cli  # cli(*args) -> the command line, not run
+from helpers.runners import snakemake_command
+from test_horovod import accuracy_on_test_set, init_tracking, planned_training
+from test_resume import OUTPUTS, assert_same_training, saved_epoch, start_and_stop
+
+pytestmark = pytest.mark.slow
+
+LAUNCH = [sys.executable, "-m", "afternoon.distributed.launch", "-n", "2"]
+ARCH, EPOCHS = "cnn1", 5  # SGD with momentum: the warm-up's momentum correction is exercised
+MULTI_WORKER = {"backend": "multi_worker", "ranks": 2, "scale_lr": True, "warmup_epochs": 1}
+
+
+def run(args, check=True, env=None):
+    return runners.run(args, check=check, env=env)
+
+
+def spec_for(arch=ARCH, **changes) -> dict:
+    config = load_yaml(REPO / "config/config.yaml")
+    spec = job_spec(config, load_zoo(REPO / "config/zoo.yaml"), "digits", arch)
+    return {**spec, "epochs": EPOCHS, **changes}
+
+
+def train_args(data, spec, out_dir, marker):
+    from helpers.stage_args import train_output_args
+
+    return cli(
+        "train",
+        *("--spec", json.dumps(spec), "--npz", str(data["npz"]), "--card", str(data["card"])),
+        *("--tracking", str(marker), *train_output_args(out_dir), "--threads", "2"),
+    )
+
+
+def mlflow_runs(marker: Path) -> list:
+    import mlflow
+
+    saved = json.loads(marker.read_text())
+    client = mlflow.tracking.MlflowClient(saved["tracking_uri"])
+    return client.search_runs([saved["experiment_id"]])
+
+
+@pytest.fixture(scope="module")
+def jobs(digits, tmp_path_factory):
+    """cnn1 trained in one process, on 2 multi_worker workers (the launcher) and mirrored (one
+    CPU replica), each with its own MLflow store (the 2-worker one must hold exactly one run)."""
+    root = tmp_path_factory.mktemp("tf-distributed")
+    data = {"npz": digits["npz"], "card": digits["card"], "root": root}
+    outs = {name: root / name for name in ("single", "workers", "mirrored")}
+    markers = {name: init_tracking(root, name) for name in outs}
+    run(train_args(data, spec_for(), outs["single"], markers["single"]))
+    spec = spec_for(distributed=MULTI_WORKER)
+    logs = {"workers": run(LAUNCH + train_args(data, spec, outs["workers"], markers["workers"]))}
+    spec = spec_for(distributed={"backend": "mirrored"})
+    logs["mirrored"] = run(train_args(data, spec, outs["mirrored"], markers["mirrored"]))
+    return {**data, **outs, "markers": markers, "logs": logs}
+
+
+def test_two_workers_write_the_outputs_once_with_the_warmed_up_rate(jobs):
+    out = jobs["workers"]
+    assert {*OUTPUTS, "tensorboard"} <= {p.name for p in out.iterdir()}
+    assert any((out / "tensorboard").rglob("events.out.tfevents.*"))
+    history = pd.read_csv(out / "history.csv")
+    assert list(history["epoch"]) == list(range(1, EPOCHS + 1))
+    # warm-up: from the one-worker rate to 2 x 0.01 by the end of epoch 1 (Horovod's formula)
+    assert list(history["lr"]) == pytest.approx([0.02] * EPOCHS)
+    assert not (out / "checkpoint").exists()
+
+
+def test_both_workers_end_with_identical_weights(jobs):
+    metrics = json.loads((jobs["workers"] / "metrics.json").read_text())
+    assert metrics["backend"] == "multi_worker"
+    assert metrics["world_size"] == 2 and metrics["workers"] == 2
+    assert metrics["threads_per_rank"] == 1 and metrics["learning_rate"] == pytest.approx(0.02)
+    checksums = metrics["rank_weight_sha256"]
+    assert len(checksums) == 2 and checksums[0] == checksums[1] and metrics["ranks_identical"]
+
+
+def test_test_accuracy_is_within_005_of_one_process(jobs):
+    single = accuracy_on_test_set(jobs["single"] / "model.keras", jobs["npz"])
+    workers = accuracy_on_test_set(jobs["workers"] / "model.keras", jobs["npz"])
+    assert workers > 0.85 and abs(workers - single) < 0.05
+
+
+def test_one_mlflow_run_tagged_with_backend_and_world_size(jobs):
+    (run_,) = mlflow_runs(jobs["markers"]["workers"])
+    assert run_.info.status == "FINISHED"
+    assert run_.info.run_id == json.loads((jobs["workers"] / "run.json").read_text())["run_id"]
+    tags = run_.data.tags
+    assert tags["afternoon.backend"] == "multi_worker" and tags["afternoon.world_size"] == "2"
+    addresses = tags["afternoon.worker_addresses"].split(",")
+    assert len(addresses) == 2 and all(a.startswith("127.0.0.1:") for a in addresses)
+
+
+def test_mirrored_on_a_cpu_node_trains_one_replica_and_says_so(jobs):
+    log = jobs["logs"]["mirrored"].stderr
+    assert "mirrored: no GPU on this node, training on the CPU (CPU:0)" in log
+    metrics = json.loads((jobs["mirrored"] / "metrics.json").read_text())
+    assert metrics["backend"] == "mirrored" and metrics["world_size"] == 1
+    assert metrics["learning_rate"] == pytest.approx(0.01)  # one replica: nothing to scale
+    assert "lr" not in pd.read_csv(jobs["mirrored"] / "history.csv")  # no warm-up either
+    (run_,) = mlflow_runs(jobs["markers"]["mirrored"])
+    assert run_.data.tags["afternoon.devices"] == "CPU:0 (no GPU on this node)"
+    assert run_.data.tags["afternoon.backend"] == "mirrored"
+    mirrored = accuracy_on_test_set(jobs["mirrored"] / "model.keras", jobs["npz"])
+    single = accuracy_on_test_set(jobs["single"] / "model.keras", jobs["npz"])
+    assert abs(mirrored - single) < 0.05
+
+
+def test_what_the_workers_gRPC_servers_listen_on(tmp_path):
+    """TensorFlow binds each worker's server to 0.0.0.0:<port> whatever the cluster's address
+    (no bind-address option): the README says so, and this test notices if that changes."""
+    script = tmp_path / "listen.py"
+    script.write_text(
+        textwrap.dedent(
+            f"""
+            import json, os, subprocess, afternoon
+            import tensorflow as tf
+            strategy = tf.distribute.MultiWorkerMirroredStrategy()  # waits for both workers
+            if strategy.cluster_resolver.task_id == 0:
+                cluster = json.loads(os.environ["TF_CONFIG"])["cluster"]
+                ports = [address.split(":")[1] for address in cluster["worker"]]
+                listed = subprocess.run(["ss", "-ltnH"], capture_output=True, text=True).stdout
+                open({str(tmp_path / "seen.json")!r}, "w").write(json.dumps([ports, listed]))
+            strategy.reduce("SUM", strategy.run(lambda: tf.constant(1.0)), axis=None)  # then exit
+            """
+        )
+    )
+    run([*LAUNCH, sys.executable, str(script)])
+    ports, listed = json.loads((tmp_path / "seen.json").read_text())
+    sockets = {line.split()[3] for line in listed.splitlines()}
+    for port in ports:
+        bound = {s.rsplit(":", 1)[0] for s in sockets if s.rsplit(":", 1)[1] == port}
+        assert bound and bound <= {"0.0.0.0", "*", "[::]"}, (port, bound)
+
+
+def test_a_killed_two_worker_job_resumes_to_identical_weights(digits, tmp_path):
+    """Batch norm (moving statistics averaged over the workers every epoch, so the chief's
+    checkpoint holds what every worker holds); SIGKILL to the launcher kills its workers."""
+    marker = init_tracking(tmp_path, "resume")
+    data = {"npz": digits["npz"], "card": digits["card"]}
+    spec = spec_for("cnn_batchnorm", epochs=4, distributed=MULTI_WORKER)
+    reference = tmp_path / "uninterrupted"
+    run(LAUNCH + train_args(data, spec, reference, marker))
+    out = tmp_path / "killed"
+    command = LAUNCH + train_args(data, spec, out, marker)
+    process, _ = start_and_stop(command, out, signal.SIGKILL)
+    assert process.returncode == -signal.SIGKILL
+    assert workers_gone(out), "a worker outlived its launcher"
+    assert [name for name in OUTPUTS if (out / name).exists()] == []
+    epoch = saved_epoch(out)
+    resumed = run(command)
+    assert f"from the checkpoint of epoch {epoch}" in resumed.stderr
+    assert_same_training(out, reference)
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["resumed_from_epoch"] == epoch and metrics["ranks_identical"] is True
+
+
+def workers_gone(out: Path, timeout_s: float = 10) -> bool:
+    """No worker of the job writing ``out`` left (they die with the launcher: PR_SET_PDEATHSIG;
+    the kernel may take a moment)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        found = subprocess.run(["pgrep", "-f", "--", f"--run {out}/"], capture_output=True)
+        if found.returncode == 1:  # none
+            return True
+        time.sleep(0.1)
+    return False
+
+
+# --- No training: the launcher a job gets, and a backend that is not installed ---------------
+
+
+def test_the_train_rule_starts_multi_worker_under_the_worker_launcher(tmp_path):
+    (tmp_path / "config").mkdir()
+    zoo = yaml.safe_load((REPO / "config/zoo.yaml").read_text())
+    zoo["cnn1"]["distributed"] = {"backend": "multi_worker", "ranks": 2}
+    zoo["fc64"]["distributed"] = {"backend": "mirrored"}
+    (tmp_path / "config/zoo.yaml").write_text(yaml.safe_dump(zoo, sort_keys=False))
+    config = yaml.safe_load((REPO / "config/config.yaml").read_text())
+    config.update(architectures=["fc64", "cnn1"])
+    config["training"]["threads"] = 4
+    (tmp_path / "config/config.yaml").write_text(yaml.safe_dump(config))
+
+    jobs = planned_training(tmp_path)
+    launcher = "python -m afternoon.distributed.launch"
+    assert jobs["cnn1"]["shell"].startswith(f"{launcher} -n 2 python -m afternoon.cli train ")
+    assert f"mpi={launcher}, tasks=2, cpus_per_task=2" in jobs["cnn1"]["resources"]
+    assert jobs["fc64"]["shell"].startswith("python -m afternoon.cli train ")  # one process
+    slurm = 'training={worker_launcher: "srun --kill-on-bad-exit=1 --cpus-per-task={cpus}"}'
+    jobs = planned_training(tmp_path, "--config", slurm)
+    assert jobs["cnn1"]["shell"].startswith("srun --kill-on-bad-exit=1 --cpus-per-task=2 -n 2 ")
+
+
+def without_horovod(module: str, args: list[str]) -> list[str]:
+    """``python -m module args`` in a Python where ``import horovod`` fails."""
+    code = "import sys, runpy; sys.modules['horovod'] = None; sys.argv[0] = {0!r}; "
+    code += "runpy.run_module({0!r}, run_name='__main__')"
+    return [sys.executable, "-c", code.format(module), *args]
+
+
+def test_a_backend_that_is_not_installed_is_one_line_at_dry_run_and_at_job_start(digits, tmp_path):
+    """Horovod hidden from Python (as where it was never built): the dry run refuses a horovod
+    architecture in one line; the train stage, started anyway, says the same."""
+    (tmp_path / "config").mkdir()
+    zoo = yaml.safe_load((REPO / "config/zoo.yaml").read_text())
+    zoo["cnn1"]["distributed"] = {"backend": "horovod", "ranks": 2}
+    (tmp_path / "config/zoo.yaml").write_text(yaml.safe_dump(zoo, sort_keys=False))
+    config = yaml.safe_load((REPO / "config/config.yaml").read_text())
+    config.update(architectures=["fc64", "cnn1"])
+    (tmp_path / "config/config.yaml").write_text(yaml.safe_dump(config))
+    args = snakemake_command(tmp_path, "-n")
+    result = run(without_horovod("snakemake", args[args.index("-m") + 2 :]), check=False)
+    assert result.returncode != 0
+    (line,) = [x for x in (result.stdout + result.stderr).splitlines() if "afternoon:" in x]
+    assert line == (
+        "afternoon: config/zoo.yaml: architecture 'cnn1' on digits: distributed.backend horovod "
+        "is not available here (No module named 'horovod'): build Horovod 0.28.1 (`make "
+        "horovod`, see README) or use backend multi_worker (TensorFlow's own, no MPI)"
+    )
+    marker = init_tracking(tmp_path, "no-horovod")
+    args = train_args(digits, spec_for(distributed={"backend": "horovod", "ranks": 2}),
+                      tmp_path / "out", marker)  # fmt: skip
+    result = run(
+        without_horovod("afternoon.cli", args[args.index("afternoon.cli") + 1 :]), check=False
+    )
+    assert result.returncode == 1
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("afternoon: error: distributed.backend horovod is not available here (")
+    assert last.endswith("or use backend multi_worker (TensorFlow's own, no MPI)")
+    assert not (tmp_path / "out").exists()
