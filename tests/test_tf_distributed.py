@@ -208,6 +208,22 @@ def test_the_train_rule_starts_multi_worker_under_the_worker_launcher(tmp_path):
     slurm = 'training={worker_launcher: "srun --kill-on-bad-exit=1 --cpus-per-task={cpus}"}'
     jobs = planned_training(tmp_path, "--config", slurm)
     assert jobs["cnn1"]["shell"].startswith("srun --kill-on-bad-exit=1 --cpus-per-task=2 -n 2 ")
+    # the profile's NODES / TASKS_PER_NODE: --nodes and --ntasks-per-node instead of --ntasks
+    config["training"].update(nodes=1, tasks_per_node=2)
+    (tmp_path / "config/config.yaml").write_text(yaml.safe_dump(config))
+    jobs = planned_training(tmp_path)
+    assert "nodes=1, tasks_per_node=2" in jobs["cnn1"]["resources"]
+    assert "tasks=" not in jobs["cnn1"]["resources"].replace("tasks_per_node=", "")
+    assert jobs["cnn1"]["shell"].startswith(f"{launcher} -n 2 python -m afternoon.cli train ")
+    assert "nodes=" not in jobs["fc64"]["resources"]  # one process: not spread
+    config["training"].update(nodes=None, tasks_per_node=3)
+    (tmp_path / "config/config.yaml").write_text(yaml.safe_dump(config))
+    wrong = run(snakemake_command(tmp_path, "-n"), check=False)
+    assert wrong.returncode != 0
+    assert wrong.stderr.strip().splitlines()[-1] == (
+        "afternoon: config: training.tasks_per_node 3 (nodes None) cannot place the 2 ranks of "
+        "architecture 'cnn1'"
+    )
 
 
 def without_horovod(module: str, args: list[str]) -> list[str]:

@@ -349,6 +349,16 @@ def check_inputs_fit(datasets: list[str], zoo: dict, names: list[str]) -> None:
             check_input_fits(name, zoo[name], shape, classes, dataset)
 
 
+def _check_placement(training: dict, name: str, ranks: int) -> None:
+    """training.nodes x tasks_per_node (when given) place exactly an architecture's ranks."""
+    nodes, per_node = training.get("nodes"), training.get("tasks_per_node")
+    if ranks > 1 and per_node and (ranks % per_node or (nodes and nodes * per_node != ranks)):
+        raise ConfigError(
+            f"config: training.tasks_per_node {per_node} (nodes {nodes}) cannot place the "
+            f"{ranks} ranks of architecture {name!r}"
+        )
+
+
 def check_jobs(config: dict, zoo: dict, names: list[str], jobs_env_here: bool = True) -> None:
     """The dry run's checks of the study's jobs (dataset x architecture): check_inputs_fit, an
     early stopping that monitors a val_ metric needs a validation split, and (``jobs_env_here``:
@@ -358,6 +368,7 @@ def check_jobs(config: dict, zoo: dict, names: list[str], jobs_env_here: bool = 
     has_validation = config["data"]["validation_fraction"] > 0
     for name, dataset in itertools.product(names, config["datasets"]):
         settings = distributed_settings(architecture_for(zoo, name, dataset))
+        _check_placement(config["training"], name, settings["ranks"])
         why = jobs_env_here and settings["ranks"] > 1 and missing_backend(settings["backend"])
         if why:
             raise ConfigError(

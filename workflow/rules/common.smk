@@ -156,7 +156,18 @@ def train_mpi(wildcards, threads):
     return config["training"][key].replace("{cpus}", str(cpus))
 
 
+def train_tasks(wildcards):
+    """resources.tasks (sbatch --ntasks): the ranks, unless training.tasks_per_node places them."""
+    ranks = train_ranks(wildcards)
+    return None if ranks > 1 and config["training"]["tasks_per_node"] else ranks
+
+
+def train_placement(wildcards, key):
+    """resources.nodes / tasks_per_node of a job of several processes: config training.<key>."""
+    return config["training"][key] if train_ranks(wildcards) > 1 else None
+
+
 def train_launcher(wildcards, resources):
-    """The shell prefix that starts the ranks, `{resources.mpi} -n {resources.tasks}`; '' for one process."""
+    """The shell prefix that starts the ranks, `{resources.mpi} -n RANKS`; '' for one process."""
     mpi = resources.get("mpi")
-    return f"{mpi} -n {resources.tasks}" if mpi else ""
+    return f"{mpi} -n {train_ranks(wildcards)}" if mpi else ""
