@@ -349,9 +349,15 @@ def check_inputs_fit(datasets: list[str], zoo: dict, names: list[str]) -> None:
             check_input_fits(name, zoo[name], shape, classes, dataset)
 
 
+def placement(training: dict, key: str) -> int | None:
+    """training.nodes or tasks_per_node as a number (a profile's config gives digits), or None."""
+    value = training.get(key)
+    return int(value) if value not in (None, "") else None
+
+
 def _check_placement(training: dict, name: str, ranks: int) -> None:
     """training.nodes x tasks_per_node (when given) place exactly an architecture's ranks."""
-    nodes, per_node = training.get("nodes"), training.get("tasks_per_node")
+    nodes, per_node = placement(training, "nodes"), placement(training, "tasks_per_node")
     if ranks > 1 and per_node and (ranks % per_node or (nodes and nodes * per_node != ranks)):
         raise ConfigError(
             f"config: training.tasks_per_node {per_node} (nodes {nodes}) cannot place the "

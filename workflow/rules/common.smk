@@ -26,6 +26,7 @@ from afternoon.zoo import (
     check_jobs,
     dataset_pattern,
     distributed_settings,
+    placement,
     ranks_of,
     reference_accuracy,
 )
@@ -159,12 +160,12 @@ def train_mpi(wildcards, threads):
 def train_tasks(wildcards):
     """resources.tasks (sbatch --ntasks): the ranks, unless training.tasks_per_node places them."""
     ranks = train_ranks(wildcards)
-    return None if ranks > 1 and config["training"]["tasks_per_node"] else ranks
+    return None if ranks > 1 and placement(config["training"], "tasks_per_node") else ranks
 
 
 def train_placement(wildcards, key):
     """resources.nodes / tasks_per_node of a job of several processes: config training.<key>."""
-    return config["training"][key] if train_ranks(wildcards) > 1 else None
+    return placement(config["training"], key) if train_ranks(wildcards) > 1 else None
 
 
 def train_launcher(wildcards, resources):
