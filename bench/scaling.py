@@ -116,7 +116,8 @@ def epoch_time(workers: int, epochs: int, root: Path) -> float:
                "--tracking", str(root / "tracking.json"), "--threads", "2",
                *output_flags(train_job_files(str(out)))]  # fmt: skip
     if workers > 1:
-        command = [sys.executable, "-m", "afternoon.distributed.launch", "-n", str(workers)] + command
+        launch = [sys.executable, "-m", "afternoon.distributed.launch", "-n", str(workers)]
+        command = launch + command
     subprocess.run(command, check=True, capture_output=True, cwd=REPO)
     import pandas as pd
 
