@@ -263,3 +263,31 @@ def test_a_backend_that_is_not_installed_is_one_line_at_dry_run_and_at_job_start
     assert last.startswith("afternoon: error: distributed.backend horovod is not available here (")
     assert last.endswith("or use backend multi_worker (TensorFlow's own, no MPI)")
     assert not (tmp_path / "out").exists()
+
+
+WORKER = """
+import json, os, signal, sys, time
+index = json.loads(os.environ["TF_CONFIG"])["task"]["index"]
+print(index, os.environ["TF_CONFIG"], flush=True)
+signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+if index == 1 and sys.argv[1] == "fail":
+    sys.exit(3)
+time.sleep(60)
+"""
+
+
+def test_the_launcher_stops_the_others_when_a_worker_fails_and_passes_sigterm_on():
+    """No TensorFlow: N processes with their TF_CONFIG (127.0.0.1, distinct free ports); a
+    failing worker's exit status is the launcher's and the other worker is stopped at once; a
+    SIGTERM to the launcher reaches every worker."""
+    start = time.monotonic()
+    failed = run([*LAUNCH, sys.executable, "-c", WORKER, "fail"], check=False)
+    assert failed.returncode == 3 and time.monotonic() - start < 15
+    configs = [json.loads(line.split(" ", 1)[1]) for line in failed.stdout.splitlines()]
+    (workers,) = {tuple(config["cluster"]["worker"]) for config in configs}
+    assert len(set(workers)) == 2 and all(w.startswith("127.0.0.1:") for w in workers)
+    launcher = subprocess.Popen([*LAUNCH, sys.executable, "-c", WORKER, "wait"],
+                                stdout=subprocess.PIPE, text=True)  # fmt: skip
+    assert launcher.stdout.readline() and launcher.stdout.readline()  # both started
+    launcher.send_signal(signal.SIGTERM)
+    assert launcher.wait(timeout=15) == 143

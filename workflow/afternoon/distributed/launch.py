@@ -49,8 +49,8 @@ def launch(n: int, command: list[str]) -> int:
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, forward)
     failed = None
-    while any(worker.poll() is None for worker in workers):
-        failed = failed or next((w for w in workers if w.returncode not in (None, 0)), None)
+    while None in (states := [worker.poll() for worker in workers]):
+        failed = next((w for w, state in zip(workers, states, strict=True) if state), None)
         if failed is not None:
             _stop(workers)
             break
