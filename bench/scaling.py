@@ -47,7 +47,7 @@ def largest_architecture() -> tuple[str, str, int]:
             entry = dataset_entry(dataset)
             arch = architecture_for(zoo, name, dataset) | {"name": name}
             model = build_model(arch, entry["image_shape"], num_classes=len(entry["class_names"]))
-            sizes[name, dataset] = count_params(model)["total"]
+            sizes[name, dataset] = count_params(model)
     (name, dataset), params = max(sizes.items(), key=lambda item: item[1])
     return name, dataset, params
 
@@ -59,10 +59,8 @@ def measure_step_ms(name: str, dataset: str, steps: int = 30) -> tuple[float, in
     from afternoon.config import load_zoo
     from afternoon.models import build_model
     from afternoon.registry import dataset_entry
-    from afternoon.runtime import configure_tensorflow
     from afternoon.zoo import architecture_for
 
-    configure_tensorflow(2, 0)
     entry = dataset_entry(dataset)
     arch = architecture_for(load_zoo(REPO / "config/zoo.yaml"), name, dataset) | {"name": name}
     model = build_model(arch, entry["image_shape"], num_classes=len(entry["class_names"]))
@@ -81,6 +79,9 @@ def measure_step_ms(name: str, dataset: str, steps: int = 30) -> tuple[float, in
 
 
 def model_table(args) -> None:
+    from afternoon.runtime import configure_tensorflow
+
+    configure_tensorflow(2, 0)  # before the first model: 2 threads, as a training job here
     name, dataset, params = largest_architecture()
     measured, batch = measure_step_ms(name, dataset)
     step_ms = args.step_ms or measured

@@ -476,9 +476,15 @@ def test_a_training_job_requeued_by_slurm_resumes_from_its_checkpoint(cluster, t
                            text=True, check=True).stdout  # fmt: skip
     assert "Requeue=1" in shown and "Restarts=0" in shown
     subprocess.run(["scontrol", "requeue", job_id], env=study.env, check=True)
-    # A requeued job waits ~2 min before it may start again (its BeginTime): now, in a test.
-    subprocess.run(["scontrol", "update", f"JobId={job_id}", "StartTime=now"], env=study.env,
-                   check=True)  # fmt: skip
+    # Back in the queue, a requeued job waits ~2 min before it may start again (BeginTime): in a
+    # test, release it at once (once it is PENDING: before, the update is overridden).
+    show = ["scontrol", "show", "job", job_id]
+    while "JobState=PENDING" not in subprocess.run(show, env=study.env, capture_output=True,
+                                                   text=True).stdout:  # fmt: skip
+        assert time.monotonic() < deadline, "the requeued job never came back to the queue"
+        time.sleep(0.2)
+    update = ["scontrol", "update", f"JobId={job_id}", "StartTime=now"]
+    subprocess.run(update, env=study.env, check=True)
     output, _ = snakemake.communicate(timeout=RUN_TIMEOUT_S)
     assert snakemake.returncode == 0, output[-6000:]
 
