@@ -152,24 +152,45 @@ def test_what_the_workers_gRPC_servers_listen_on(tmp_path):
         assert bound and bound <= {"0.0.0.0", "*", "[::]"}, (port, bound)
 
 
-def test_a_killed_two_worker_job_resumes_to_identical_weights(digits, tmp_path):
+RESUMED = spec_for("cnn_batchnorm", epochs=4, distributed=MULTI_WORKER)
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(digits, tmp_path_factory):
+    """The resume tests' 2-worker job trained without interruption, and its tracking store."""
+    root = tmp_path_factory.mktemp("tf-resume")
+    marker = init_tracking(root, "resume")
+    data = {"npz": digits["npz"], "card": digits["card"], "marker": marker, "root": root}
+    run(LAUNCH + train_args(data, RESUMED, root / "uninterrupted", marker))
+    return data
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL], ids=["sigterm", "sigkill"])
+def test_a_stopped_two_worker_job_resumes_to_identical_weights(uninterrupted, sig):
     """Batch norm (moving statistics averaged over the workers every epoch, so the chief's
-    checkpoint holds what every worker holds); SIGKILL to the launcher kills its workers."""
-    marker = init_tracking(tmp_path, "resume")
-    data = {"npz": digits["npz"], "card": digits["card"]}
-    spec = spec_for("cnn_batchnorm", epochs=4, distributed=MULTI_WORKER)
-    reference = tmp_path / "uninterrupted"
-    run(LAUNCH + train_args(data, spec, reference, marker))
-    out = tmp_path / "killed"
-    command = LAUNCH + train_args(data, spec, out, marker)
-    process, _ = start_and_stop(command, out, signal.SIGKILL)
-    assert process.returncode == -signal.SIGKILL
+    checkpoint holds what every worker holds). SIGTERM to the launcher reaches both workers,
+    which stop together at the next epoch's start; SIGKILL kills the launcher and its workers."""
+    data, out = uninterrupted, uninterrupted["root"] / sig.name
+    command = LAUNCH + train_args(data, RESUMED, out, data["marker"])
+    process, stderr = start_and_stop(command, out, sig)
     assert workers_gone(out), "a worker outlived its launcher"
     assert [name for name in OUTPUTS if (out / name).exists()] == []
     epoch = saved_epoch(out)
+    if sig == signal.SIGTERM:
+        assert process.returncode == 128 + signal.SIGTERM
+        stopped = [line for line in stderr.splitlines() if line.startswith("afternoon: stopped")]
+        # each worker says it in one line; the chief names the job and its checkpoint
+        assert sorted(stopped)[0] == "afternoon: stopped: SIGTERM received" and len(stopped) == 2
+        (last,) = [line for line in stopped if "cnn_batchnorm@digits: SIGTERM received; " in line]
+        assert f"the checkpoint of epoch {epoch} in {out / 'checkpoint'}" in last
+        state = json.loads((out / "checkpoint" / "state.json").read_text())
+        (killed,) = [r for r in mlflow_runs(data["marker"]) if r.info.run_id == state["run_id"]]
+        assert killed.info.status == "KILLED"
+    else:
+        assert process.returncode == -signal.SIGKILL
     resumed = run(command)
     assert f"from the checkpoint of epoch {epoch}" in resumed.stderr
-    assert_same_training(out, reference)
+    assert_same_training(out, data["root"] / "uninterrupted")
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["resumed_from_epoch"] == epoch and metrics["ranks_identical"] is True
 

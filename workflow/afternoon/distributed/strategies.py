@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import signal
 
 import numpy as np
 
@@ -67,6 +68,12 @@ class Strategy(common.SingleProcess):
                 cluster_resolver=resolver, communication_options=options
             )
             self.rank = self.strategy.cluster_resolver.task_id or 0
+            # SIGTERM (a time limit, a preemption; TensorFlow's preemption notifier had taken it
+            # and only records it): noted, and the job stops at the next epoch's start, every
+            # worker at once (a worker that stopped alone would leave the others waiting in a
+            # collective until their heartbeat timeout).
+            self.signalled = None
+            signal.signal(signal.SIGTERM, self._note_signal)
         self.tf = tf
         self.size = self.strategy.num_replicas_in_sync  # replicas: what the LR is scaled by
         self.local_replicas = self.size // self.workers
@@ -157,10 +164,16 @@ class Strategy(common.SingleProcess):
             )
             model.compile(optimizer, loss=model.loss, metrics=["accuracy"])
 
+    def _note_signal(self, signum, frame) -> None:
+        self.signalled = signum
+
     def callbacks(self, steps_per_epoch: int, resumed: bool = False) -> list:
         strategy = self
 
         class AverageStatistics(self.tf.keras.callbacks.Callback):
+            def on_epoch_begin(self, epoch, logs=None):
+                strategy.stop_if_signalled()
+
             def on_epoch_end(self, epoch, logs=None):
                 strategy.average_statistics(self.model)
 
@@ -171,6 +184,16 @@ class Strategy(common.SingleProcess):
                 common.warmup_callback(self.learning_rate, self.size, warmup, steps_per_epoch)
             )
         return callbacks
+
+    def stop_if_signalled(self) -> None:
+        """Raise ``Terminated`` on every worker when any of them got SIGTERM (multi_worker)."""
+        if self.backend == "mirrored":
+            return  # one process: the run logger's own SIGTERM handler stops it at once
+        signums = self._gather(np.array([self.signalled or 0]))[:, 0]
+        if signums.any():
+            from afternoon.tracking import Terminated
+
+            raise Terminated(f"{signal.Signals(int(signums.max())).name} received")
 
     def average_statistics(self, model) -> None:
         """Every replica's batch-norm moving statistics set to their mean over all replicas (a
