@@ -200,24 +200,6 @@ def _check_distributed(where: str, spec) -> None:
         )
 
 
-def horovod_unavailable(why: str) -> str:
-    """The one line said when an architecture asks for backend horovod and it cannot load."""
-    return (
-        f"distributed.backend horovod is not available here ({why}): build Horovod 0.28.1 "
-        "(`make horovod`, see README) or use backend multi_worker (TensorFlow's own, no MPI)"
-    )
-
-
-def missing_backend(backend: str) -> str | None:
-    """Why ``backend`` cannot run in this Python (None: it can). Only horovod is optional; the
-    check finds the package without importing it (or TensorFlow)."""
-    import importlib.util
-
-    if backend == "horovod" and importlib.util.find_spec("horovod") is None:
-        return "No module named 'horovod'"
-    return None
-
-
 def validate_architecture(name: str, arch: dict) -> None:
     """Raise a one-line ConfigError naming the architecture and key for anything off-format."""
     try:
@@ -349,22 +331,6 @@ def check_inputs_fit(datasets: list[str], zoo: dict, names: list[str]) -> None:
             check_input_fits(name, zoo[name], shape, classes, dataset)
 
 
-def placement(training: dict, key: str) -> int | None:
-    """training.nodes or tasks_per_node as a number (a profile's config gives digits), or None."""
-    value = training.get(key)
-    return int(value) if value not in (None, "") else None
-
-
-def _check_placement(training: dict, name: str, ranks: int) -> None:
-    """training.nodes x tasks_per_node (when given) place exactly an architecture's ranks."""
-    nodes, per_node = placement(training, "nodes"), placement(training, "tasks_per_node")
-    if ranks > 1 and per_node and (ranks % per_node or (nodes and nodes * per_node != ranks)):
-        raise ConfigError(
-            f"config: training.tasks_per_node {per_node} (nodes {nodes}) cannot place the "
-            f"{ranks} ranks of architecture {name!r}"
-        )
-
-
 def check_jobs(config: dict, zoo: dict, names: list[str], jobs_env_here: bool = True) -> None:
     """The dry run's checks of the study's jobs (dataset x architecture): check_inputs_fit, an
     early stopping that monitors a val_ metric needs a validation split, and (``jobs_env_here``:
@@ -373,13 +339,10 @@ def check_jobs(config: dict, zoo: dict, names: list[str], jobs_env_here: bool = 
     check_inputs_fit(config["datasets"], zoo, names)
     has_validation = config["data"]["validation_fraction"] > 0
     for name, dataset in itertools.product(names, config["datasets"]):
+        from afternoon.distributed.checks import check_backend  # (the package imports this one)
+
         settings = distributed_settings(architecture_for(zoo, name, dataset))
-        _check_placement(config["training"], name, settings["ranks"])
-        why = jobs_env_here and settings["ranks"] > 1 and missing_backend(settings["backend"])
-        if why:
-            raise ConfigError(
-                f"{config['zoo']}: architecture {name!r} on {dataset}: {horovod_unavailable(why)}"
-            )
+        check_backend(config, name, dataset, settings, jobs_env_here)
         overridden = "early_stopping" in zoo[name].get("datasets", {}).get(dataset, {})
         where = f"datasets.{dataset}.early_stopping" if overridden else "early_stopping"
         try:

@@ -17,6 +17,7 @@ from afternoon import export_package_path
 export_package_path(PACKAGE_DIR)
 
 from afternoon.config import check_against_schema, job_spec, load_yaml, load_zoo, selected_architectures
+from afternoon.distributed.checks import placement
 from afternoon.errors import AfternoonError
 from afternoon.layout import Layout
 from afternoon.registry import dataset_entry
@@ -26,7 +27,6 @@ from afternoon.zoo import (
     check_jobs,
     dataset_pattern,
     distributed_settings,
-    placement,
     ranks_of,
     reference_accuracy,
 )

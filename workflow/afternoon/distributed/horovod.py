@@ -36,8 +36,9 @@ import socket
 import numpy as np
 
 from afternoon.distributed import common
+from afternoon.distributed.checks import horovod_unavailable
 from afternoon.errors import AfternoonError, ConfigError
-from afternoon.zoo import distributed_settings, horovod_unavailable
+from afternoon.zoo import distributed_settings
 
 
 def _import_horovod():
