@@ -312,3 +312,16 @@ def test_the_launcher_stops_the_others_when_a_worker_fails_and_passes_sigterm_on
     assert launcher.stdout.readline() and launcher.stdout.readline()  # both started
     launcher.send_signal(signal.SIGTERM)
     assert launcher.wait(timeout=15) == 143
+
+
+def test_a_multi_worker_job_started_as_one_process_is_one_line(digits, tmp_path):
+    marker = init_tracking(tmp_path, "alone")
+    args = train_args(digits, spec_for(distributed=MULTI_WORKER), tmp_path / "out", marker)
+    result = run(args, check=False)
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines()[-1] == (
+        "afternoon: error: architecture 'cnn1' trains on 2 workers (distributed.ranks) but was "
+        "started as a single process: start it with `python -m afternoon.distributed.launch -n 2 "
+        "...` or `srun -n 2 ...`"
+    )
+    assert not (tmp_path / "out").exists()
