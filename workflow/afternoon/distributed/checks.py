@@ -33,7 +33,8 @@ def placement(training: dict, key: str) -> int | None:
 def _check_placement(training: dict, name: str, ranks: int) -> None:
     """training.nodes x tasks_per_node (when given) place exactly an architecture's ranks."""
     nodes, per_node = placement(training, "nodes"), placement(training, "tasks_per_node")
-    if ranks > 1 and per_node and (ranks % per_node or (nodes and nodes * per_node != ranks)):
+    wrong = per_node and (per_node < 2 or ranks % per_node or (nodes and nodes * per_node != ranks))
+    if ranks > 1 and wrong:
         raise ConfigError(
             f"config: training.tasks_per_node {per_node} (nodes {nodes}) cannot place the "
             f"{ranks} ranks of architecture {name!r}"
