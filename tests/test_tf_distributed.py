@@ -243,7 +243,7 @@ def test_the_train_rule_starts_multi_worker_under_the_worker_launcher(tmp_path):
     assert wrong.returncode != 0
     assert wrong.stderr.strip().splitlines()[-1] == (
         "afternoon: config: training.tasks_per_node 3 (nodes None) cannot place the 2 ranks of "
-        "architecture 'cnn1'"
+        "architecture 'cnn1' (nodes x tasks_per_node must be the ranks, at least 2 per node)"
     )
 
 

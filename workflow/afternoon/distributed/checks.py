@@ -37,7 +37,8 @@ def _check_placement(training: dict, name: str, ranks: int) -> None:
     if ranks > 1 and wrong:
         raise ConfigError(
             f"config: training.tasks_per_node {per_node} (nodes {nodes}) cannot place the "
-            f"{ranks} ranks of architecture {name!r}"
+            f"{ranks} ranks of architecture {name!r} (nodes x tasks_per_node must be the ranks, "
+            "at least 2 per node)"
         )
 
 
