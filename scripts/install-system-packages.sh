@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Install the Debian packages the test suite needs, if any is missing:
 #   build tools + Open MPI (Horovod), Chromium + ChromeDriver (browser tests),
-#   Slurm 22.05 + munge + MariaDB (the lab cluster of the Slurm tests).
+#   Slurm 22.05 + munge + MariaDB (the lab cluster of the Slurm tests), iproute2 (`ss`: what
+#   the distributed tests' workers listen on).
 # As root it runs apt-get and checks that every package is installed afterwards. When it cannot
 # install them (not root, apt-get failing, a package still missing) it exits 1 with one line
 # naming the missing packages, so `make test` stops here instead of recording the step as done.
@@ -11,6 +12,7 @@ packages=(
   build-essential cmake libopenmpi-dev openmpi-bin
   chromium chromium-driver
   slurmctld slurmd slurm-client munge libpmix2 slurmdbd mariadb-server
+  iproute2
 )
 
 # missing_packages: the packages of $packages that dpkg does not list as installed.
