@@ -4,6 +4,7 @@ one-process run; what the workers listen on; a killed 2-worker job resumes; a ba
 installed is one line. No Horovod, no MPI: these run wherever TensorFlow does."""
 
 import json
+import shutil
 import signal
 import subprocess
 import sys
@@ -17,6 +18,7 @@ import yaml
 
 from afternoon.config import job_spec, load_yaml, load_zoo
 from helpers import runners
+from helpers.components import require
 from helpers.paths import REPO
 from helpers.runners import cli_command as cli  # cli(*args) -> the command line, not run
 from helpers.runners import snakemake_command
@@ -128,6 +130,7 @@ def test_mirrored_on_a_cpu_node_trains_one_replica_and_says_so(jobs):
 def test_what_the_workers_gRPC_servers_listen_on(tmp_path):
     """TensorFlow binds each worker's server to 0.0.0.0:<port> whatever the cluster's address
     (no bind-address option): the README says so, and this test notices if that changes."""
+    require(shutil.which("ss"), "no ss here (Debian package iproute2)")
     script = tmp_path / "listen.py"
     script.write_text(
         textwrap.dedent(
