@@ -155,6 +155,44 @@ def test_what_the_workers_gRPC_servers_listen_on(tmp_path):
         assert bound and bound <= {"0.0.0.0", "*", "[::]"}, (port, bound)
 
 
+PRIVATE_LISTENER = """
+import json, os, pathlib, subprocess, time, afternoon
+import tensorflow as tf
+strategy = tf.distribute.MultiWorkerMirroredStrategy()  # both servers up once this returns
+if strategy.cluster_resolver.task_id == 0:
+    ports = [a.split(":")[1] for a in json.loads(os.environ["TF_CONFIG"])["cluster"]["worker"]]
+    inside = subprocess.run(["ss", "-ltnH"], capture_output=True, text=True).stdout
+    pathlib.Path({seen!r}).write_text(json.dumps([ports, inside]))
+    while not pathlib.Path({done!r}).exists():
+        time.sleep(0.1)
+strategy.reduce("SUM", strategy.run(lambda: tf.constant(1.0)), axis=None)
+"""
+
+
+def test_private_network_hides_the_workers_servers_from_the_host(tmp_path):
+    """``launch --private-network``: the workers (and their 0.0.0.0 servers) live in a network
+    namespace with only loopback; from the machine's own namespace nothing listens there."""
+    require(shutil.which("ss") and shutil.which("unshare"), "no ss or unshare here")
+    seen, done = tmp_path / "seen.json", tmp_path / "done"
+    script = PRIVATE_LISTENER.format(seen=str(seen), done=str(done))
+    launcher = subprocess.Popen([*LAUNCH, "--private-network", sys.executable, "-c", script])
+    try:
+        deadline = time.monotonic() + 120
+        while not seen.exists():
+            assert launcher.poll() is None and time.monotonic() < deadline
+            time.sleep(0.1)
+        ports, inside = json.loads(seen.read_text())
+        host = subprocess.run(["ss", "-ltnH"], capture_output=True, text=True).stdout
+    finally:
+        done.touch()
+    assert launcher.wait(timeout=60) == 0
+    listening = {tuple(line.split()[3].rsplit(":", 1)) for line in inside.splitlines()}
+    for port in ports:  # as ever, on every interface: inside the namespace, only loopback
+        assert {a for a, p in listening if p == port} & {"0.0.0.0", "*", "[::]"}, (port, inside)
+    outside = {line.split()[3].rsplit(":", 1)[1] for line in host.splitlines()}
+    assert not set(ports) & outside, "a worker's server is reachable from the host's network"
+
+
 RESUMED = spec_for("cnn_batchnorm", epochs=4, distributed=MULTI_WORKER)
 
 

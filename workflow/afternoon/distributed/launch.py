@@ -4,6 +4,11 @@ so two jobs never share one).
 
     python -m afternoon.distributed.launch -n 2 python -m afternoon.cli train ...
 
+With ``--private-network`` the launcher first moves into a network namespace of its own with
+only a loopback interface (``unshare --net``; as root, or with unprivileged user namespaces):
+TensorFlow's gRPC servers, which listen on every interface, are then unreachable from outside it
+(MLflow over HTTP too: use the sqlite store, or sync-tracking afterwards).
+
 The workers share the launcher's stdout and stderr. SIGTERM or SIGINT to the launcher is passed
 on to every worker (they stop at once, keeping their checkpoint); the workers die with the
 launcher if it is killed (SIGKILL). When a worker fails the others are stopped (they would wait
@@ -15,6 +20,7 @@ from __future__ import annotations
 import argparse
 import ctypes
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -23,6 +29,7 @@ import time
 from afternoon.distributed.cluster import free_ports, tf_config
 
 GRACE_S = 20  # seconds a worker gets to stop after SIGTERM before it is killed
+PRIVATE = "AFTERNOON_PRIVATE_NETWORK"  # set inside the namespace --private-network made
 
 
 def _die_with_parent() -> None:  # in the child, before exec: SIGKILL when the launcher dies
@@ -75,13 +82,29 @@ def _stop(workers: list[subprocess.Popen]) -> None:
             worker.wait()
 
 
+def private_network(argv: list[str]) -> None:
+    """Run this launcher again (``argv``) in a new network namespace with only loopback, up."""
+    unshare = shutil.which("unshare")
+    if unshare is None or shutil.which("ip") is None:
+        sys.exit("afternoon: error: --private-network needs unshare (util-linux) and ip (iproute2)")
+    user = [] if os.geteuid() == 0 else ["--map-root-user"]
+    inner = [sys.executable, "-m", "afternoon.distributed.launch", *argv]
+    script = 'ip link set lo up && exec "$@"'
+    env = {**os.environ, PRIVATE: "1"}
+    os.execve(unshare, [unshare, "--net", *user, "sh", "-c", script, "sh", *inner], env)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m afternoon.distributed.launch")
     parser.add_argument("-n", type=int, required=True, help="number of workers")
+    private = "the workers in a network namespace of their own (loopback only)"
+    parser.add_argument("--private-network", action="store_true", help=private)
     parser.add_argument("command", nargs=argparse.REMAINDER, help="the command each worker runs")
     args = parser.parse_args(argv)
     if args.n < 1 or not args.command:
         parser.error("give -n N (N >= 1) and a command")
+    if args.private_network and not os.environ.get(PRIVATE):
+        private_network(sys.argv[1:] if argv is None else argv)
     return launch(args.n, args.command)
 
 
