@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Install the Debian packages the test suite needs, if any is missing:
 #   build tools + Open MPI (Horovod), Chromium + ChromeDriver (browser tests),
-#   Slurm 22.05 + munge + MariaDB (the lab cluster of the Slurm tests),
+#   Slurm 22.05 + munge + MariaDB (the lab cluster of the Slurm tests), iproute2 (`ss`: what
+#   the distributed tests' workers listen on),
 #   dataset-fashion-mnist (the real Fashion-MNIST files, recompressed: the mirror tests),
 #   PostgreSQL (the MLflow tracking server's database in the PostgreSQL test).
 # As root it runs apt-get and checks that every package is installed afterwards. When it cannot
@@ -13,6 +14,7 @@ packages=(
   build-essential cmake libopenmpi-dev openmpi-bin
   chromium chromium-driver
   slurmctld slurmd slurm-client munge libpmix2 slurmdbd mariadb-server
+  iproute2
   dataset-fashion-mnist
   postgresql
 )

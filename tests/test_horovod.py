@@ -247,7 +247,8 @@ def test_snakemake_trains_a_distributed_architecture_through_evaluation(tmp_path
     [
         ({"ranks": 0}, "distributed.ranks: must be a positive integer"),
         ({"ranks": True}, "distributed.ranks"),
-        ({"backend": "mpi"}, "distributed.backend: must be horovod"),
+        ({"backend": "mpi"}, "distributed.backend: must be mirrored or multi_worker or horovod"),
+        ({"backend": "mirrored", "ranks": 2}, "backend mirrored is one process"),
         ({"ranks": 2, "warmup": 1}, "unknown key 'warmup'"),
         ({"scale_lr": "yes"}, "distributed.scale_lr"),
         ({"warmup_epochs": -1}, "distributed.warmup_epochs"),

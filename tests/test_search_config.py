@@ -30,8 +30,7 @@ BAD = {
     ),
     "unknown base": (
         {"base": "resnet"},
-        "search 'x', base: 'resnet' is not in the zoo (known: fc64, fc512, fc512x3, cnn1, cnn2, "
-        "cnn_dropout, cnn_batchnorm)",
+        f"search 'x', base: 'resnet' is not in the zoo (known: {', '.join(ZOO)})",
     ),
     "a key the layer does not have": (
         {"space": {"layers[3].dense.filters": {"int": [8, 16]}}},

@@ -39,6 +39,7 @@ SCRIPTS = REPO / "tests" / "slurm"
 STATE = Path(os.environ.get("AFTERNOON_SLURM_DIR", "/tmp/afternoon-slurm"))
 ARCHS = ["fc64", "cnn1"]
 HOROVOD_ARCH = "fc64_horovod"
+WORKERS_ARCH = "cnn1_workers"  # cnn1 on 2 multi_worker workers: one Slurm job of 2 tasks
 PORTS = (6817, 6818, 6819)  # slurmctld, slurmd, slurmdbd
 
 # The profile's site variables, set for the lab cluster (see profiles/slurm/config.yaml).
@@ -243,7 +244,13 @@ def study(cluster, tmp_path_factory):
     workdir = tmp_path_factory.mktemp("slurm-study")
     (workdir / "config").mkdir()
     zoo = yaml.safe_load((REPO / "config" / "zoo.yaml").read_text())
-    archs = list(ARCHS)
+    archs = [*ARCHS, WORKERS_ARCH]
+    workers = copy.deepcopy(zoo["cnn1"])
+    workers.update(
+        description="cnn1, data-parallel on 2 TensorFlow workers",
+        distributed={"backend": "multi_worker", "ranks": 2},
+    )
+    zoo[WORKERS_ARCH] = workers
     why_not = horovod_with_mpi()
     if why_not is None:
         hvd = copy.deepcopy(zoo["fc64"])
@@ -332,6 +339,42 @@ def test_horovod_job_ran_two_mpi_tasks(study):
     )
     assert metrics["world_size"] == 2
     assert metrics["ranks_identical"] is True
+
+
+def test_multi_worker_job_ran_two_tasks_in_one_slurm_job(study):
+    """One Slurm job of 2 tasks (`srun -n 2` in it), its workers' cluster from Slurm's
+    variables, equal weights on both, one MLflow run, test accuracy within 0.05 of cnn1 in one
+    process."""
+    (job,) = [j for j in study.jobs if (j.rule, j.wildcards) == ("train", f"digits_{WORKERS_ARCH}")]
+    steps = sacct(study.env, "-j", job.job_id, "--format", "JobID,JobName,NTasks,State")
+    workers = [step for step in steps if step[0] == f"{job.job_id}.0"]
+    assert workers and workers[0][2] == "2" and workers[0][3] == "COMPLETED", steps
+    results = study.workdir / "results"
+    metrics = json.loads((results / f"runs/digits/{WORKERS_ARCH}/metrics.json").read_text())
+    assert metrics["backend"] == "multi_worker" and metrics["world_size"] == 2
+    assert metrics["ranks_identical"] is True and len(set(metrics["rank_weight_sha256"])) == 1
+    import mlflow
+
+    marker = json.loads((results / "mlflow/tracking.json").read_text())
+    client = mlflow.tracking.MlflowClient(marker["tracking_uri"])
+    runs = client.search_runs(
+        [marker["experiment_id"]], f"tags.mlflow.runName = '{WORKERS_ARCH}@digits'"
+    )
+    (run,) = runs
+    assert run.data.tags["afternoon.backend"] == "multi_worker"
+    assert run.data.tags["afternoon.world_size"] == "2"
+    # the cluster from Slurm: localhost, this job's block of ports (cluster.slurm_port_base)
+    from afternoon.distributed.cluster import PORT_BASE, PORT_BLOCK, PORT_BLOCKS
+
+    base = PORT_BASE + (int(job.job_id) % PORT_BLOCKS) * PORT_BLOCK
+    assert run.data.tags["afternoon.worker_addresses"] == f"localhost:{base},localhost:{base + 1}"
+    accuracy = {
+        arch: json.loads((results / f"eval/digits/{arch}/metrics.json").read_text())[
+            "test_accuracy"
+        ]
+        for arch in ("cnn1", WORKERS_ARCH)
+    }
+    assert abs(accuracy[WORKERS_ARCH] - accuracy["cnn1"]) < 0.05, accuracy
 
 
 def test_second_invocation_submits_nothing(study):
@@ -425,3 +468,59 @@ def test_each_run_costs_its_training_jobs_slurm_accounting(study):
         logged = runs[f"{arch}@digits"].data.metrics
         assert logged["cost_slurm_gpu_s"] == cost["cost_slurm_gpu_s"]
         assert logged["cost_core_s"] > 0  # the training job's own clock, too
+
+
+def test_a_training_job_requeued_by_slurm_resumes_from_its_checkpoint(cluster, tmp_path):
+    """A preemption as Slurm does it: the profile submits training with --requeue and
+    --signal=TERM@120 (read back from Slurm and from the plugin's sbatch call); `scontrol requeue`
+    stops the running job (SIGTERM to its steps) and queues it again under the same job id; the
+    second start resumes from the first one's checkpoint and Snakemake waits for it."""
+    (tmp_path / "config").mkdir()
+    (tmp_path / "config" / "zoo.yaml").write_text((REPO / "config" / "zoo.yaml").read_text())
+    config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+    config.update(study="slurm-requeue", architectures=["cnn_dropout"], zoo="config/zoo.yaml")
+    config["training"].update(max_epochs=12, threads=1)
+    (tmp_path / "config" / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    since = (datetime.now() - timedelta(minutes=1)).strftime("%Y-%m-%dT%H:%M:%S")
+    study = Study(tmp_path, lab_env(cluster), since, ["cnn_dropout"], "not used")
+    out = tmp_path / "results/runs/digits/cnn_dropout"
+    state = out / "checkpoint" / "state.json"
+    snakemake = subprocess.Popen(study.command("--verbose"), env=study.env, stdout=subprocess.PIPE,
+                                 stderr=subprocess.STDOUT, text=True)  # fmt: skip
+    deadline = time.monotonic() + RUN_TIMEOUT_S
+    while not (state.exists() and json.loads(state.read_text() or "{}").get("epoch", 0) >= 1):
+        assert snakemake.poll() is None, snakemake.communicate()[0][-4000:]
+        assert time.monotonic() < deadline, "no checkpoint in time"
+        time.sleep(0.2)
+    squeue = ["squeue", "-h", "-t", "RUNNING", "-p", "lab-gpu", "-o", "%i"]
+    (job_id,) = subprocess.run(squeue, env=study.env, capture_output=True, text=True).stdout.split()
+    shown = subprocess.run(["scontrol", "show", "job", job_id], env=study.env, capture_output=True,
+                           text=True, check=True).stdout  # fmt: skip
+    assert "Requeue=1" in shown and "Restarts=0" in shown
+    subprocess.run(["scontrol", "requeue", job_id], env=study.env, check=True)
+    # Back in the queue, a requeued job waits ~2 min before it may start again (BeginTime): in a
+    # test, release it at once (once it is PENDING: before, the update is overridden).
+    show = ["scontrol", "show", "job", job_id]
+    while "JobState=PENDING" not in subprocess.run(show, env=study.env, capture_output=True,
+                                                   text=True).stdout:  # fmt: skip
+        assert time.monotonic() < deadline, "the requeued job never came back to the queue"
+        time.sleep(0.2)
+    update = ["scontrol", "update", f"JobId={job_id}", "StartTime=now"]
+    subprocess.run(update, env=study.env, check=True)
+    output, _ = snakemake.communicate(timeout=RUN_TIMEOUT_S)
+    assert snakemake.returncode == 0, output[-6000:]
+
+    calls = [line for line in output.splitlines() if "sbatch call:" in line]
+    (sbatch,) = [line for line in calls if "rule_train" in line]
+    assert " --requeue" in sbatch and " --signal=TERM@120" in sbatch, sbatch
+    shown = subprocess.run(["scontrol", "show", "job", job_id], env=study.env, capture_output=True,
+                           text=True, check=True).stdout  # fmt: skip
+    assert "Restarts=1" in shown and "JobState=COMPLETED" in shown, shown
+    run_id = re.search(r"SLURM run ID: (\S+)", output)[1]
+    trains = [job for job in jobs_of_run(study.env, run_id, since) if job.rule == "train"]
+    assert [(job.job_id, job.state) for job in trains] == [(job_id, "COMPLETED")], trains
+    log = (tmp_path / "results/logs/train/digits/cnn_dropout.log").read_text()
+    assert "from the checkpoint of epoch" in log
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["resumed_from_epoch"] >= 1 and metrics["epochs_run"] == 12
+    assert not (out / "checkpoint").exists()

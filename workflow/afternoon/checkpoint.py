@@ -27,6 +27,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import shutil
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -79,12 +80,15 @@ def build_optimizer_state(model) -> None:
 
 
 class Checkpointer:
-    """The ``checkpoint/`` directory of one training job; ``writer`` False on Horovod's other ranks
-    (they read what rank 0 wrote). ``resumed``: the state training continues from (None: epoch 1);
+    """The ``checkpoint/`` directory of one training job; ``writer`` False on the other workers of
+    a distributed job (they read what the chief wrote). ``collective``: saving reads variables
+    with a collective (a tf.distribute strategy's), so the other workers write too, to a scratch
+    folder they remove. ``resumed``: the state training continues from (None: epoch 1);
     ``run_id`` and ``tracking_complete``: the job's tracking, saved with every epoch."""
 
-    def __init__(self, directory: Path, fingerprint: dict, *, writer: bool = True):
+    def __init__(self, directory: Path, fingerprint: dict, *, writer=True, collective=False):
         self.directory, self.fingerprint, self.writer = Path(directory), fingerprint, writer
+        self.collective = collective
         self.resumed: CheckpointState | None = None
         self.run_id: str | None = None
         self.tracking_complete = True
@@ -139,6 +143,9 @@ class Checkpointer:
     def save(self, tf, model, state: CheckpointState, best_weights: list | None = None) -> None:
         """Write epoch ``state.epoch``, then ``state.json``, then drop older epochs."""
         if not self.writer:
+            if self.collective:  # the chief's save needs this worker's part of the collective
+                with tempfile.TemporaryDirectory(prefix="afternoon-checkpoint-") as scratch:
+                    self._of(tf, model).write(str(Path(scratch) / "epoch"))
             return
         started = time.perf_counter()
         self.directory.mkdir(parents=True, exist_ok=True)

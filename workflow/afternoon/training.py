@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import math
 import time
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -127,9 +128,10 @@ def _early_stopping(keras, spec: dict, has_validation: bool):
     return ResumableEarlyStopping(**settings)
 
 
-def _checkpoint_callback(tf, checkpointer, rows: list, stopper):
+def _checkpoint_callback(tf, checkpointer, rows: list, stopper, process):
     """Saves the job's state (``checkpoint.Checkpointer``) at the end of an epoch (every one,
-    unless they are so short that saving would cost more than 5 % of the time); runs last."""
+    unless they are so short that saving would cost more than 5 % of the time: the chief
+    decides for every worker); runs last."""
 
     class EpochCheckpoint(tf.keras.callbacks.Callback):
         def on_epoch_end(self, epoch, logs=None):
@@ -137,7 +139,7 @@ def _checkpoint_callback(tf, checkpointer, rows: list, stopper):
             if stopper is not None:
                 state.early_stopping = stopper.state()
             best = stopper.best_weights if stopper is not None else None
-            if checkpointer.due() or self.model.stop_training:
+            if process.agree(checkpointer.due() or self.model.stop_training):
                 checkpointer.save(tf, self.model, state, best_weights=best)
 
     return EpochCheckpoint()
@@ -162,9 +164,10 @@ def train(
 ):
     """Build and fit the model of ``spec`` on ``data`` (arrays of a preprocessed npz).
 
-    Returns (model, history rows, summary). ``process``: this process's part of the job,
-    ``distributed.SingleProcess`` or a ``distributed.Horovod`` rank (its shard of the data, its
-    optimizer and callbacks, its threads). ``on_epoch(epoch, logs)`` is called after each epoch.
+    Returns (model, history rows, summary). ``process``: this process's part of the job
+    (``distributed.start``: one process, a tf.distribute worker or a Horovod rank: its shard of
+    the data, its optimizer and callbacks, its threads). ``on_epoch(epoch, logs)`` is called
+    after each epoch.
     ``checkpointer`` (``afternoon.checkpoint``): saved after every epoch; training continues from
     its ``resumed`` state, if it has one.
     """
@@ -173,19 +176,20 @@ def train(
 
     tf = configure_tensorflow(process.threads, spec["seed"], spec["deterministic"])
     has_validation = len(data["x_val"]) > 0
-    model = build_model(
-        architecture_of(spec),
-        data["x_train"].shape[1:],
-        num_classes=int(spec["num_classes"]),
-        seed=spec["seed"],
-        mixed_precision=spec["precision"],
-    )
+    with process.scope():  # a tf.distribute strategy's variables are made in its scope
+        model = build_model(
+            architecture_of(spec),
+            data["x_train"].shape[1:],
+            num_classes=int(spec["num_classes"]),
+            seed=spec["seed"],
+            mixed_precision=spec["precision"],
+        )
     batch_size, epochs = spec["batch_size"], spec["epochs"]
     resume = checkpointer.resumed if checkpointer is not None else None
-    # Horovod: this rank's shard, the distributed optimizer, broadcast/average/warm-up.
+    # Distributed: this worker's shard, the scaled optimizer, broadcast/average/warm-up.
     x_train, y_train = process.shard(data["x_train"], data["y_train"])
     process.compile(model)
-    steps = math.ceil(len(x_train) / batch_size)
+    steps = process.steps_per_epoch(len(x_train), batch_size)
     callbacks = process.callbacks(steps_per_epoch=steps, resumed=resume is not None)
     rows: list[dict] = list(resume.rows) if resume else []
 
@@ -198,42 +202,65 @@ def train(
     callbacks += more
     first_epoch = resume.epoch if resume else 0
     if resume:
-        _resume(tf, model, checkpointer, resume, stopper)
+        with process.scope():
+            _resume(tf, model, checkpointer, resume, stopper)
         process.broadcast_variables(model)  # Horovod: rank 0's restored state everywhere.
     if checkpointer is not None:
-        callbacks.append(_checkpoint_callback(tf, checkpointer, rows, stopper))
+        callbacks.append(_checkpoint_callback(tf, checkpointer, rows, stopper, process))
     if first_epoch < epochs and not (resume and resume.stopped):
         verbose = 2 if process.is_root else 0
         fit_epochs = range(first_epoch, epochs)
-        _fit(tf, model, spec, data, (x_train, y_train), fit_epochs, callbacks, process, verbose)
+        train_arrays = (x_train, y_train, steps)
+        _fit(tf, model, spec, data, train_arrays, fit_epochs, callbacks, process, verbose)
     # Every epoch's time, those of an earlier (stopped) attempt included.
     train_time = sum(row["epoch_time_s"] for row in rows)
     summary = _summary(spec, rows, train_time, len(data["x_train"]))
     summary["parameters"] = count_params(model)
     summary["resumed_from_epoch"] = first_epoch
-    # Horovod: same weights on every rank, or fail (checksums allgathered).
+    # Distributed: same weights on every worker, or fail (checksums gathered).
     summary.update(process.finalize(model))
-    return model, rows, summary
+    return process.exportable(model, spec), rows, summary
 
 
 def _fit(tf, model, spec, data, train_arrays, epochs: range, callbacks, process, verbose) -> None:
     """``model.fit`` over ``epochs`` (a resumed job starts past 0), validating every epoch."""
     batch_size, seed, threads = spec["batch_size"], spec["seed"], process.threads
-    x_train, y_train = train_arrays
-    train_data = make_dataset(
-        tf, x_train, y_train, batch_size, shuffle=True, seed=seed, threads=threads, epochs=epochs
-    )
-    val_data = None
-    if len(data["x_val"]) > 0:
-        val_data = make_dataset(
-            tf, data["x_val"], data["y_val"], batch_size, shuffle=False, seed=seed, threads=threads
+    x_train, y_train, steps = train_arrays
+    train_data = process.distribute(
+        partial(
+            make_dataset,
+            tf,
+            x_train,
+            y_train,
+            batch_size,
+            shuffle=True,
+            seed=seed,
+            threads=threads,
+            epochs=epochs,
         )
+    )
+    val_data, val_steps = None, None
+    if len(data["x_val"]) > 0:  # every worker validates on the whole validation split
+        val_data = process.distribute(
+            partial(
+                make_dataset,
+                tf,
+                data["x_val"],
+                data["y_val"],
+                batch_size,
+                shuffle=False,
+                seed=seed,
+                threads=threads,
+            )
+        )
+        val_steps = process.steps_per_epoch(len(data["x_val"]), batch_size)
     model.fit(
         train_data,
         epochs=epochs.stop,
         initial_epoch=epochs.start,
-        steps_per_epoch=math.ceil(len(x_train) / batch_size),
+        steps_per_epoch=steps,
         validation_data=val_data,
+        validation_steps=val_steps,
         callbacks=callbacks,
         verbose=verbose,
     )

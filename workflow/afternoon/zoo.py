@@ -22,7 +22,10 @@ LAYER_DEFAULTS = {  # a maxpool's strides default to its pool_size
     "maxpool2d": {"pool_size": 2, "padding": "valid"},
 }
 EARLY_STOPPING_DEFAULTS = {"patience": 3, "min_delta": 0.0, "restore_best_weights": True}
+# backend: horovod when not given, so zoo entries written before the other backends keep meaning
+# what they meant (a `ranks` alone was a Horovod job); new entries name their backend.
 DISTRIBUTED_DEFAULTS = {"backend": "horovod", "ranks": 1, "scale_lr": True, "warmup_epochs": 1}
+BACKENDS = ("mirrored", "multi_worker", "horovod")
 
 # The activation strings tf_keras 2.18's activations.get() turns into an activation (its functions
 # and its activation layers; tests/test_models.py checks this list against Keras).
@@ -85,7 +88,7 @@ EARLY_STOPPING_KEYS = {"monitor": MONITOR, "patience": NON_NEG_INT, "restore_bes
 EARLY_STOPPING_KEYS["min_delta"] = NON_NEGATIVE
 AUGMENTATION_KEYS = {"rotation": NON_NEGATIVE, "shift": FRACTION, "zoom": FRACTION}
 # Data-parallel training (afternoon.distributed); every key optional, ranks: 1 is one process.
-DISTRIBUTED_KEYS = {"backend": (lambda v: v == "horovod", "horovod"), "ranks": POS_INT}
+DISTRIBUTED_KEYS = {"backend": (lambda v: v in BACKENDS, " or ".join(BACKENDS)), "ranks": POS_INT}
 DISTRIBUTED_KEYS.update(scale_lr=BOOL, warmup_epochs=NON_NEG_INT)
 REQUIRED_FIELDS = ("layers", "optimizer", "batch_size", "epochs")
 # What a dataset may override (each replaced whole): what a job trains with. The other fields
@@ -182,9 +185,19 @@ _FIELD_CHECKS = {
         w, v, partial(_check_value, check=PERCENT)
     ),
     "datasets": lambda w, v: _check_per_dataset(w, v, _check_overrides),
-    "distributed": lambda w, v: _check_mapping(w, v, DISTRIBUTED_KEYS),
+    "distributed": lambda w, v: _check_distributed(w, v),
     "seed_gpu_seconds_per_epoch": lambda w, v: _check_value(w, v, POS_NUMBER),
 }
+
+
+def _check_distributed(where: str, spec) -> None:
+    _check_mapping(where, spec, DISTRIBUTED_KEYS)
+    if spec.get("backend") == "mirrored" and spec.get("ranks", 1) != 1:
+        raise _Invalid(
+            f"{where}.ranks",
+            f"backend mirrored is one process over the node's GPUs, got ranks {spec['ranks']} "
+            "(several processes: backend multi_worker)",
+        )
 
 
 def validate_architecture(name: str, arch: dict) -> None:
@@ -329,14 +342,19 @@ def check_inputs_fit(datasets: list[str], zoo: dict, names) -> None:
             check_input_fits(name, arch, shape, classes, dataset, where)
 
 
-def check_jobs(config: dict, zoo: dict, names) -> None:
+def check_jobs(config: dict, zoo: dict, names, jobs_env_here: bool = True) -> None:
     """The dry run's checks of the study's jobs (dataset x architecture; ``names``: a list, or per
-    dataset a list): check_inputs_fit, and an early stopping that monitors a val_ metric needs a
-    validation split."""
+    dataset a list): check_inputs_fit, an early stopping that monitors a val_ metric needs a
+    validation split, and (``jobs_env_here``: the jobs run in this Python's environment, not a
+    conda one) a distributed backend is installed."""
+    from afternoon.distributed.checks import check_backend  # (the package imports this one)
+
     check_inputs_fit(config["datasets"], zoo, names)
     has_validation = config["data"]["validation_fraction"] > 0
     runs = runs_by_dataset(config["datasets"], names)
     for dataset, name in ((ds, arch) for ds, archs in runs.items() for arch in archs):
+        settings = distributed_settings(architecture_for(zoo, name, dataset))
+        check_backend(config, name, dataset, settings, jobs_env_here)
         overridden = "early_stopping" in zoo[name].get("datasets", {}).get(dataset, {})
         where = f"datasets.{dataset}.early_stopping" if overridden else "early_stopping"
         try:

@@ -3,6 +3,7 @@ import json
 import sys
 from pathlib import Path
 
+from snakemake.settings.types import DeploymentMethod
 from snakemake.utils import validate
 
 # The logic lives in the importable package workflow/afternoon. Jobs run
@@ -16,12 +17,20 @@ from afternoon import export_package_path
 export_package_path(PACKAGE_DIR)
 
 from afternoon.config import architectures_of, check_against_schema, job_spec, load_yaml, load_zoo, study_runs
+from afternoon.distributed.checks import placement
 from afternoon.errors import AfternoonError
 from afternoon.layout import Layout
 from afternoon.registry import dataset_entry
 from afternoon.search import check_search_jobs, load_searches, search_job, workers_of
 from afternoon.tracking.uris import resolve_tracking_uri
-from afternoon.zoo import ARCHITECTURE_PATTERN, check_jobs, dataset_pattern, ranks_of, reference_accuracy
+from afternoon.zoo import (
+    ARCHITECTURE_PATTERN,
+    check_jobs,
+    dataset_pattern,
+    distributed_settings,
+    ranks_of,
+    reference_accuracy,
+)
 
 SCHEMA = str(Path(workflow.basedir) / "workflow/schemas/config.schema.yaml")
 # Every path of the results tree comes from here (afternoon/layout.py).
@@ -38,7 +47,8 @@ try:
     # Per dataset the architectures it trains (dataset_architectures, else architectures).
     RUNS = study_runs(config, ZOO)
     ARCHITECTURES = architectures_of(RUNS)
-    check_jobs(config, ZOO, RUNS)
+    # (A distributed backend's package is looked for here unless the jobs get conda envs.)
+    check_jobs(config, ZOO, RUNS, DeploymentMethod.CONDA not in workflow.deployment_settings.deployment_method)
     # A malformed tracking.uri or MLFLOW_TRACKING_URI stops the dry run, not a job later.
     resolve_tracking_uri(config["tracking"]["uri"], LAYOUT.tracking_db())
     # Hyperparameter searches: the whole file checked against the zoo, the selected ones named.
@@ -145,13 +155,14 @@ def train_spec(wildcards):
     return json.dumps(job_spec(config, ZOO, wildcards.dataset, wildcards.arch), sort_keys=True)
 
 
-# --- Data-parallel (Horovod) training: an architecture's `distributed.ranks` > 1 makes its train job
-# an MPI job. Snakemake's Slurm executor reads resources `mpi` (set: MPI job) and `tasks`; locally
-# both only shape the shell command.
+# --- Data-parallel training: an architecture's `distributed.ranks` > 1 (backend multi_worker or
+# horovod) makes its train job one job of that many processes. Snakemake's Slurm executor reads
+# resources `mpi` (set: the command starts its own tasks) and `tasks`; locally both only shape
+# the shell command. Backend mirrored is one process (over the node's GPUs): a plain job.
 
 
 def train_ranks(wildcards):
-    """Processes (Horovod ranks) of a training job: the architecture's distributed.ranks, else 1."""
+    """Processes (workers, ranks) of a training job: the architecture's distributed.ranks, else 1."""
     return ranks_of(job_spec(config, ZOO, wildcards.dataset, wildcards.arch))
 
 
@@ -162,16 +173,32 @@ def train_cpus_per_rank(wildcards, threads):
 
 
 def train_mpi(wildcards, threads):
-    """resources.mpi: training.mpi_launcher ('{cpus}' -> cores per rank) for a distributed job;
-    None (unset) for one process, which the Slurm executor then submits as a plain job."""
+    """resources.mpi: the launcher of a job of several processes ('{cpus}' -> cores per rank):
+    training.worker_launcher (multi_worker) or training.mpi_launcher (horovod); None (unset) for
+    one process, which the Slurm executor then submits as a plain job."""
     cpus = train_cpus_per_rank(wildcards, threads)
-    return None if cpus is None else config["training"]["mpi_launcher"].replace("{cpus}", str(cpus))
+    if cpus is None:
+        return None
+    spec = job_spec(config, ZOO, wildcards.dataset, wildcards.arch)
+    key = "worker_launcher" if distributed_settings(spec)["backend"] == "multi_worker" else "mpi_launcher"
+    return config["training"][key].replace("{cpus}", str(cpus))
+
+
+def train_tasks(wildcards):
+    """resources.tasks (sbatch --ntasks): the ranks, unless training.tasks_per_node places them."""
+    ranks = train_ranks(wildcards)
+    return None if ranks > 1 and placement(config["training"], "tasks_per_node") else ranks
+
+
+def train_placement(wildcards, key):
+    """resources.nodes / tasks_per_node of a job of several processes: config training.<key>."""
+    return placement(config["training"], key) if train_ranks(wildcards) > 1 else None
 
 
 def train_launcher(wildcards, resources):
-    """The shell prefix that starts the ranks, `{resources.mpi} -n {resources.tasks}`; '' for one process."""
+    """The shell prefix that starts the ranks, `{resources.mpi} -n RANKS`; '' for one process."""
     mpi = resources.get("mpi")
-    return f"{mpi} -n {resources.tasks}" if mpi else ""
+    return f"{mpi} -n {train_ranks(wildcards)}" if mpi else ""
 
 
 # --- Hyperparameter searches (search.smk): one tune job per selected search x its datasets.
@@ -213,3 +240,10 @@ def tune_cpus_per_task(wildcards):
 def tune_threads(wildcards):
     """The cores of a tune job: training.threads per worker."""
     return config["training"]["threads"] * tune_workers(wildcards)
+
+
+def tune_launcher(wildcards, resources):
+    """The shell prefix that starts a search's chief and workers as the tasks of one job,
+    `{resources.mpi} -n {resources.tasks}`; '' on a workstation (the chief starts the workers)."""
+    mpi = resources.get("mpi")
+    return f"{mpi} -n {resources.tasks}" if mpi else ""

@@ -29,7 +29,7 @@ rule tune:
     params:
         spec=tune_spec,
         workers=tune_workers,
-        launcher=train_launcher,
+        launcher=tune_launcher,
         state=LAYOUT.search_state_dir("{search}", "{dataset}"),
     shell:
         "{params.launcher} python -m afternoon.cli tune --spec {params.spec:q} --npz {input.npz}"

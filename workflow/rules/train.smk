@@ -1,6 +1,8 @@
 # Training: one job per dataset x architecture, each tracked as one MLflow run. An architecture
-# with `distributed: {ranks: N}` trains data-parallel with Horovod: the same rule and outputs, its
-# command started by the MPI launcher as N ranks (only rank 0 writes files and the MLflow run).
+# with `distributed: {backend: multi_worker | horovod, ranks: N}` trains data-parallel: the same
+# rule and outputs, its command started as N processes by training.worker_launcher (multi_worker)
+# or training.mpi_launcher (horovod); only worker 0 writes files and the MLflow run. Backend
+# mirrored is one process over the node's GPUs.
 
 
 # The tracking store (a sqlite DB by default) is created once, before any training job: creating
@@ -37,11 +39,13 @@ rule train:
         f"../../envs/{config['training']['conda_env']}.yaml"
     threads: config["training"]["threads"]
     resources:
-        # A distributed architecture (zoo: distributed.ranks > 1) runs as an MPI job of that many
-        # ranks, each with threads // ranks cores; a one-process job leaves mpi and cpus_per_task
-        # unset.
+        # A distributed architecture (zoo: distributed.ranks > 1) runs as one job of that many
+        # tasks (processes), each with threads // ranks cores (on Slurm optionally placed by
+        # training.nodes / tasks_per_node); a one-process job leaves mpi and cpus_per_task unset.
         mpi=train_mpi,
-        tasks=train_ranks,
+        tasks=train_tasks,
+        nodes=lambda wildcards: train_placement(wildcards, "nodes"),
+        tasks_per_node=lambda wildcards: train_placement(wildcards, "tasks_per_node"),
         cpus_per_task=train_cpus_per_rank,
     params:
         spec=train_spec,

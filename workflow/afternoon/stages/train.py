@@ -7,13 +7,14 @@ checkpoint directory (``afternoon.checkpoint``), from which the next attempt res
 same MLflow run. A tracking store that is down does not stop training: the run is recorded as
 pending (``afternoon.cli sync-tracking``).
 
-A distributed job (``spec["distributed"]``, one process per rank, ``afternoon.distributed``):
-every rank trains, rank 0 alone writes the files, the checkpoint and the job's one MLflow run.
+A distributed job (``spec["distributed"]``, ``afternoon.distributed``): every worker (or rank)
+trains, the chief (worker 0) alone writes the files, the checkpoint and the job's one MLflow run.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import shutil
@@ -21,7 +22,7 @@ import time
 from pathlib import Path
 
 from afternoon import costs, distributed, tracking
-from afternoon.checkpoint import Checkpointer
+from afternoon.checkpoint import Checkpointer, CheckpointState
 from afternoon.fileio import atomic_path, read_json, sha256_file, write_json_atomic
 from afternoon.layout import TRAIN_FILES
 from afternoon.npz import load_npz
@@ -43,7 +44,7 @@ def train_job(
     ``layout.TRAIN_FILES``, plus ``tensorboard`` and ``checkpoint`` folders); returns the
     summary metrics. ``context``: extra MLflow tags."""
     started = time.perf_counter()  # the cost's wall clock (afternoon.costs)
-    # Horovod: hvd.init() and this rank's share of the threads (SingleProcess: the job's).
+    # Distributed: the strategy or hvd.init(), this worker's share of the threads.
     process = distributed.start(spec, threads)
     data = load_npz(npz)
     dataset_card = read_json(card)
@@ -53,11 +54,13 @@ def train_job(
         "data": dataset_card.get("npz_sha256"),
         "ranks": process.size,
     }
-    checkpointer = Checkpointer(outputs["checkpoint"], fingerprint, writer=process.is_root)
-    # Horovod: rank 0 reads the checkpoint state; every rank resumes from the same epoch.
+    checkpointer = Checkpointer(outputs["checkpoint"], fingerprint, writer=process.is_root,
+                                collective=process.collective_saves)  # fmt: skip
+    # Distributed: the chief reads the checkpoint state; every worker resumes from that epoch.
     resumed = checkpointer.load() if process.is_root else None
-    checkpointer.resumed = process.broadcast(resumed, name="afternoon.resume")
-    if not process.is_root:  # Horovod: the other ranks only train.
+    state = process.broadcast(dataclasses.asdict(resumed) if resumed else None, name="resume")
+    checkpointer.resumed = resumed = CheckpointState(**state) if state else None
+    if not process.is_root:  # Distributed: the other workers only train.
         return train(spec, data, process, checkpointer=checkpointer)[2]
 
     marker = read_json(tracking_marker)

@@ -1,4 +1,4 @@
-"""Data-parallel training with Horovod: one process per rank, started by an MPI launcher.
+"""Backend ``horovod``: one process per rank, started by an MPI launcher (optional: Horovod 0.28.1).
 
 An architecture trains this way when its zoo entry (or a per-dataset override) says so::
 
@@ -13,9 +13,10 @@ of Horovod's ``tensorflow2_keras_mnist.py`` (every distributed line is marked ``
   own GPU (local rank; round-robin when the ranks outnumber the GPUs);
 - each rank trains on its own shard of the training set (strided by rank, equal sizes, so every
   rank runs the same number of steps), and validates on the whole validation split;
-- the optimizer (legacy tf_keras Adam/SGD, see ``_optimizer``) has its learning rate multiplied by
-  the number of ranks (``scale_lr``), warmed up over ``warmup_epochs`` and is wrapped in
-  ``hvd.DistributedOptimizer`` (gradients averaged over the ranks at every step);
+- the optimizer (``common.scaled_optimizer``: legacy tf_keras Adam/SGD) has its learning rate
+  multiplied by the number of ranks (``scale_lr``), warmed up over ``warmup_epochs``
+  (``common.warmup_callback``, Horovod's formula) and is wrapped in ``hvd.DistributedOptimizer``
+  (gradients averaged over the ranks at every step);
 - rank 0's weights are broadcast before the first step, epoch metrics are averaged over ranks;
 - at the end, batch-norm moving statistics (which each rank keeps for its own shard) are averaged,
   and a sha256 of every rank's weights is allgathered: different weights fail the job
@@ -29,58 +30,15 @@ MPI and Gloo); nothing here imports it before a distributed job starts.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import socket
 
 import numpy as np
 
+from afternoon.distributed import common
+from afternoon.distributed.checks import horovod_unavailable
 from afternoon.errors import AfternoonError, ConfigError
-from afternoon.zoo import distributed_settings, ranks_of
-
-# Keys the legacy (Keras 2.10-style) optimizers take from the new ones' get_config().
-_LEGACY_KEYS = ("learning_rate", "momentum", "nesterov", "beta_1", "beta_2", "epsilon", "amsgrad")
-
-
-class RanksDiverged(AfternoonError):
-    """The ranks ended training with different weights: gradients were not averaged."""
-
-
-def start(spec: dict, job_threads: int) -> SingleProcess | Horovod:
-    """This process's part of the job: ``Horovod`` (after ``hvd.init()``) for a job whose spec asks
-    for more than one rank, else ``SingleProcess``."""
-    if ranks_of(spec) <= 1:
-        return SingleProcess(job_threads)
-    return Horovod(spec, job_threads)
-
-
-class SingleProcess:
-    """A job of one process: what ``training.train()`` asks of a run (see ``Horovod``), with
-    nothing to share: the data whole, build_model's optimizer, no extra callbacks."""
-
-    size, rank, is_root = 1, 0, True
-
-    def __init__(self, job_threads: int):
-        self.threads = job_threads
-
-    def tags(self) -> dict:
-        return {"world_size": "1"}
-
-    def broadcast(self, obj, name: str):
-        return obj
-
-    def shard(self, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        return x, y
-
-    def compile(self, model) -> None: ...
-
-    def broadcast_variables(self, model) -> None: ...
-
-    def callbacks(self, steps_per_epoch: int, resumed: bool = False) -> list:
-        return []
-
-    def finalize(self, model) -> dict:
-        return {}
+from afternoon.zoo import distributed_settings
 
 
 def _import_horovod():
@@ -96,10 +54,7 @@ def _import_horovod():
     try:
         import horovod.tensorflow.keras as hvd
     except ImportError as err:
-        raise AfternoonError(
-            "distributed training needs Horovod 0.28.1 built with TensorFlow and MPI "
-            f"(pip install horovod==0.28.1, see README): {err}"
-        ) from None
+        raise AfternoonError(horovod_unavailable(str(err))) from None
     # Horovod: its Keras modules do `from keras import backend as K`, and `keras` is Keras 3 even
     # when TF_USE_LEGACY_KERAS=1 makes tf.keras Keras 2 (tf_keras); MetricAverageCallback then
     # fails with "module 'keras.backend' has no attribute 'constant'". Give them tf_keras' backend.
@@ -107,8 +62,10 @@ def _import_horovod():
     return hvd
 
 
-class Horovod:
+class Horovod(common.SingleProcess):
     """One rank of a Horovod job: what ``training.train()`` asks of a distributed run."""
+
+    backend = "horovod"
 
     def __init__(self, spec: dict, job_threads: int):
         from afternoon.runtime import configure_tensorflow
@@ -157,6 +114,7 @@ class Horovod:
         ranks = ",".join(f"{i}@{p['host']}" for i, p in enumerate(self.placement))
         controller = "mpi" if self.hvd.mpi_enabled() else "gloo"
         return {
+            "backend": self.backend,
             "world_size": str(self.size),
             "horovod_ranks": ranks,
             "horovod_controller": controller,
@@ -169,35 +127,16 @@ class Horovod:
         return self.collectives.broadcast_object(obj, root_rank=0, name=name)
 
     def shard(self, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """This rank's part of the training set: every size-th sample from the rank's offset, all
-        shards the same length (at most size-1 samples dropped) so every rank runs as many steps
-        (a rank with one more batch would wait forever for the others' gradients)."""
-        per_rank = len(x) // self.size
-        if per_rank == 0:
-            raise ConfigError(f"{len(x)} training samples cannot be shared by {self.size} ranks")
+        """This rank's part of the training set (``common.shard``)."""
         # Horovod: shard the training data by rank, deterministically.
-        take = slice(self.rank, per_rank * self.size, self.size)
-        return x[take], y[take]
+        return common.shard(x, y, self.rank, self.size)
 
     def _optimizer(self):
-        """The spec's optimizer as a legacy tf_keras optimizer, learning rate scaled by size.
-
-        Legacy, not tf_keras 2.18's default ("new") optimizers: DistributedOptimizer averages
-        either kind (measured: identical weights on every rank), but Horovod 0.28.1's warm-up
-        callback rescales ``optimizer.momentum`` with ``K.set_value`` and the new SGD keeps it as
-        a Python float ("'float' object has no attribute 'dtype'" at the first step).
-        """
-        import tensorflow as tf
-
-        from afternoon.models import build_optimizer
-
-        new = build_optimizer(self.optimizer)  # the zoo's defaults live there
-        legacy = getattr(tf.keras.optimizers.legacy, type(new).__name__)
-        kwargs = {key: value for key, value in new.get_config().items() if key in _LEGACY_KEYS}
-        base = float(self.optimizer.get("learning_rate", kwargs["learning_rate"]))
+        """The spec's optimizer (legacy tf_keras), learning rate scaled by size, averaged."""
         # Horovod: adjust learning rate based on number of ranks.
-        self.learning_rate = base * self.size if self.settings["scale_lr"] else base
-        optimizer = legacy(**{**kwargs, "learning_rate": self.learning_rate})
+        optimizer, self.learning_rate = common.scaled_optimizer(
+            self.optimizer, self.size, self.settings["scale_lr"]
+        )
         # Horovod: add Horovod DistributedOptimizer (averages gradients over ranks every step).
         return self.hvd.DistributedOptimizer(optimizer)
 
@@ -235,13 +174,9 @@ class Horovod:
             # Horovod: using `lr = 1.0 * hvd.size()` from the very beginning leads to worse final
             # accuracy. Scale the learning rate `lr = 1.0` ---> `lr = 1.0 * hvd.size()` during
             # the first warmup_epochs epochs.
+            # (common.warmup_callback: Horovod's LearningRateWarmupCallback, for every backend.)
             callbacks.append(
-                hvd.callbacks.LearningRateWarmupCallback(
-                    initial_lr=self.learning_rate,
-                    warmup_epochs=warmup,
-                    steps_per_epoch=steps_per_epoch,
-                    verbose=1 if self.is_root else 0,
-                )
+                common.warmup_callback(self.learning_rate, self.size, warmup, steps_per_epoch)
             )
         return callbacks
 
@@ -276,25 +211,21 @@ class Horovod:
         weights (sha256 allgathered); returns what metrics.json records about the ranks."""
         from afternoon.models import build_optimizer
 
-        hvd = self.collectives
         self.average_statistics(model)
-        digest = hashlib.sha256()
-        for weights in model.get_weights():
-            digest.update(np.ascontiguousarray(weights).tobytes())
+        digest = common.weights_sha256(model.get_weights())
         # Horovod: every rank's weight checksum, on every rank.
-        checksums = hvd.allgather_object(digest.hexdigest(), name="afternoon.checksums")
-        if len(set(checksums)) > 1:
-            listed = ", ".join(f"rank {i}: {c[:12]}" for i, c in enumerate(checksums))
-            raise RanksDiverged(
-                f"the {self.size} ranks ended training with different weights ({listed}): "
-                "Horovod did not average the gradients (tf.keras must be Keras 2: "
-                "TF_USE_LEGACY_KERAS=1)"
-            )
+        checksums = self.collectives.allgather_object(digest, name="afternoon.checksums")
+        common.check_identical(
+            checksums,
+            "Horovod did not average the gradients "
+            "(tf.keras must be Keras 2: TF_USE_LEGACY_KERAS=1)",
+        )
         # Horovod's optimizer class lives in module horovod._keras: a model saved with it does not
         # load without Horovod (evaluation). Save it as a one-process run would (its optimizer's
         # state, of no use to evaluation, is not kept).
         model.compile(build_optimizer(self.optimizer), loss=model.loss, metrics=["accuracy"])
         return {
+            "backend": self.backend,
             "world_size": self.size,
             "threads_per_rank": self.threads,
             "learning_rate": self.learning_rate,
