@@ -18,13 +18,12 @@ from afternoon.config import (
 )
 from afternoon.errors import ConfigError
 from afternoon.registry import dataset_names
+from afternoon.study_checks import check_inputs_fit, check_jobs
 from afternoon.zoo import (
     DISTRIBUTED_DEFAULTS,
     OVERRIDABLE_KEYS,
     TRAINING_KEYS,
     architecture_for,
-    check_inputs_fit,
-    check_jobs,
     dataset_pattern,
     distributed_settings,
     early_stopping_settings,

@@ -14,12 +14,12 @@ import re
 
 from afternoon.errors import ConfigError
 from afternoon.registry import dataset_entry, dataset_names
+from afternoon.study_checks import check_input_fits
 from afternoon.zoo import (
     ARCHITECTURE_PATTERN,
     LAYER_KEYS,
     OPTIMIZER_KEYS,
     architecture_for,
-    check_input_fits,
     validate_architecture,
 )
 

@@ -22,10 +22,10 @@ from afternoon.errors import AfternoonError
 from afternoon.layout import Layout
 from afternoon.registry import dataset_entry
 from afternoon.search import check_search_jobs, load_searches, search_job, workers_of
+from afternoon.study_checks import check_jobs
 from afternoon.tracking.uris import resolve_tracking_uri
 from afternoon.zoo import (
     ARCHITECTURE_PATTERN,
-    check_jobs,
     dataset_pattern,
     distributed_settings,
     ranks_of,
