@@ -77,5 +77,6 @@ def test_report_page_renders_every_row_and_image(small_study, tmp_path):
             timeout=10,
             what="every image of the report loaded",
         )
-        assert loaded == 2 + 2 * len(rows)  # two figures, and two images per run
+        # three figures (learning curves, overfitting, accuracy against cost), two images per run
+        assert loaded == 3 + 2 * len(rows)
         assert screenshot(driver, tmp_path / "report.png").stat().st_size > 10_000

@@ -11,10 +11,10 @@
 Ports: a Slurm job's workers listen on ``PORT_BASE + (job id % PORT_BLOCKS) * PORT_BLOCK + local
 task``: two jobs on one node get different blocks (unless their ids are PORT_BLOCKS apart).
 
-What listens: TensorFlow 2.18 starts each worker's gRPC server on ``0.0.0.0:<port>`` (hard-coded
-in ``grpc_server_lib.cc``; neither ``ServerDef``, ``ConfigProto`` nor ``TF_CONFIG`` has a bind
-address), unauthenticated. The cluster addresses only decide where workers *connect*. See the
-README ("What a multi-worker run exposes").
+What listens: TensorFlow 2.18 starts each worker's gRPC server on the wildcard address, every
+interface (hard-coded in ``grpc_server_lib.cc``; neither ``ServerDef``, ``ConfigProto`` nor
+``TF_CONFIG`` has a bind address), unauthenticated. The cluster addresses only decide where
+workers *connect*. See the README ("What a multi-worker run exposes").
 """
 
 from __future__ import annotations

@@ -18,6 +18,7 @@ import dataclasses
 import json
 import logging
 import shutil
+import tempfile
 import time
 from pathlib import Path
 
@@ -61,7 +62,12 @@ def train_job(
     state = process.broadcast(dataclasses.asdict(resumed) if resumed else None, name="resume")
     checkpointer.resumed = resumed = CheckpointState(**state) if state else None
     if not process.is_root:  # Distributed: the other workers only train.
-        return train(spec, data, process, checkpointer=checkpointer)[2]
+        # Their TensorBoard callback writes to a scratch folder: it must run all the same, since
+        # under a tf.distribute strategy its weight histograms read the batch-norm statistics
+        # (sync-on-read variables), and each such read is a collective the chief's reads match.
+        with tempfile.TemporaryDirectory(prefix="afternoon-tensorboard-") as scratch:
+            return train(spec, data, process, tensorboard_dir=Path(scratch),
+                         checkpointer=checkpointer)[2]  # fmt: skip
 
     marker = read_json(tracking_marker)
     uri = tracking.resolve_tracking_uri(marker["tracking_uri"])
