@@ -21,9 +21,8 @@ from afternoon.config import job_spec, load_yaml, load_zoo
 from helpers import runners
 from helpers.components import require
 from helpers.paths import REPO
-from helpers.runners import cli_command as cli  # cli(*args) -> the command line, not run
 from helpers.runners import snakemake_command
-from test_horovod import accuracy_on_test_set, init_tracking, planned_training
+from test_horovod import accuracy_on_test_set, init_tracking, planned_training, train_args
 from test_resume import OUTPUTS, assert_same_training, saved_epoch, start_and_stop
 
 pytestmark = pytest.mark.slow
@@ -44,16 +43,6 @@ def spec_for(arch=ARCH, **changes) -> dict:
     config = load_yaml(REPO / "config/config.yaml")
     spec = job_spec(config, load_zoo(REPO / "config/zoo.yaml"), "digits", arch)
     return {**spec, "epochs": EPOCHS, **changes}
-
-
-def train_args(data, spec, out_dir, marker):
-    from helpers.stage_args import train_output_args
-
-    return cli(
-        "train",
-        *("--spec", json.dumps(spec), "--npz", str(data["npz"]), "--card", str(data["card"])),
-        *("--tracking", str(marker), *train_output_args(out_dir), "--threads", "2"),
-    )
 
 
 def mlflow_runs(marker: Path) -> list:
