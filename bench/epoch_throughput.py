@@ -1,26 +1,34 @@
 """Seconds per 60k-sample MNIST epoch: the seed-style script against the pipeline's train().
 
-    .venv/bin/python bench/epoch_throughput.py [--archs fc64,fc512,cnn1,cnn_dropout] [--bf16]
+    .venv/bin/python bench/epoch_throughput.py [--archs fc64,...] [--variants seed,pipeline]
+        [--repeats 3] [--samples 60000]
 
 Each variant runs in its own fresh process (TensorFlow's thread pools and determinism are
-process-wide), one after the other, on the same model (built from config/zoo.yaml with the same
-seed) and the same data:
+process-wide) on the same model (built from config/zoo.yaml with the same seed) and data; the
+variants alternate, --repeats rounds, and the table gives the median and the spread (min-max):
 
-- seed:     the workshop's script: float images (x / 255.0) straight into model.fit(batch_size=...),
-            TensorFlow's default threads, no determinism;
-- pipeline: afternoon.training.train() as a Snakemake job runs it: uint8 tf.data pipeline with
-            shuffling and prefetch, threads from the job (--threads), op determinism on;
-- bf16:     (with --bf16) the pipeline with precision mixed_bfloat16 and batch 256.
+- seed:          the workshop's script: float images (x / 255.0) straight into
+                 model.fit(batch_size=...), one step per call, TensorFlow's default threads, no
+                 determinism;
+- pipeline:      afternoon.training.train() as a Snakemake job runs it: uint8 tf.data pipeline
+                 with shuffling and prefetch, threads from the job (--threads), op determinism
+                 on, training.STEPS_PER_EXECUTION steps per call; the seed's batch, float32;
+- pipeline-b256: the same at batch 256 (the batch-size effect alone);
+- bf16:          the pipeline in mixed_bfloat16 at the seed's batch (the bf16 effect alone);
+- bf16-b256:     both (what the fast recipes run on bf16 hardware).
 
 Two epochs each, no validation pass; the second epoch is timed (the first includes tracing).
+--samples: an epoch over the first N training images, its time scaled to 60,000 (the per-step
+costs are the same; the CNNs' seed-batch epochs take a minute each otherwise).
 Real MNIST comes from ../shared/data/mnist; without it, random uint8 images of the same shape
-(the timing does not depend on pixel values). Prints a table and the pipeline/seed ratio.
+(the timing does not depend on pixel values).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import subprocess
 import sys
 import time
@@ -30,9 +38,10 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "workflow"))
 MNIST = REPO.parent / "shared" / "data" / "mnist"
 N_TRAIN = 60000
+SEVEN = "fc64,fc512,fc512x3,cnn1,cnn2,cnn_dropout,cnn_batchnorm"
 
 
-def load_data() -> tuple[dict, str]:
+def load_data(samples: int = N_TRAIN) -> tuple[dict, str]:
     import numpy as np
 
     if MNIST.is_dir():
@@ -55,8 +64,8 @@ def load_data() -> tuple[dict, str]:
         source = "random uint8 images of MNIST's shape (../shared/data/mnist absent)"
     empty = arrays["x_train"][:0]
     data = {
-        "x_train": arrays["x_train"],
-        "y_train": arrays["y_train"],
+        "x_train": arrays["x_train"][:samples],
+        "y_train": arrays["y_train"][:samples],
         "x_val": empty,
         "y_val": arrays["y_train"][:0],
     }
@@ -71,13 +80,13 @@ def spec_for(arch: str, **changes) -> dict:
     return {**spec, "epochs": 2, **changes}
 
 
-def run_seed_style(arch: str) -> list[float]:
+def run_seed_style(arch: str, samples: int) -> list[float]:
     """The slides' script: numpy floats into model.fit, TensorFlow's defaults otherwise."""
     import afternoon  # noqa: F401  (Keras 2, as everywhere in the project)
     from afternoon.models import build_model
     from afternoon.zoo import architecture_of
 
-    data, _ = load_data()
+    data, _ = load_data(samples)
     spec = spec_for(arch)
     model = build_model(architecture_of(spec), (28, 28, 1), seed=spec["seed"])
     # the seed divides by 255.0 in NumPy; our model also rescales, which costs the same either way
@@ -104,59 +113,84 @@ def run_seed_style(arch: str) -> list[float]:
     return times
 
 
-def run_pipeline(arch: str, threads: int, bf16: bool) -> list[float]:
+# Pipeline variants: (precision, batch size; None: the seed recipe's).
+VARIANTS = {
+    "pipeline": ("float32", None),
+    "pipeline-b256": ("float32", 256),
+    "bf16": ("mixed_bfloat16", None),
+    "bf16-b256": ("mixed_bfloat16", 256),
+}
+
+
+def run_pipeline(arch: str, threads: int, variant: str, samples: int) -> list[float]:
     from afternoon.distributed import SingleProcess
     from afternoon.training import train
 
-    data, _ = load_data()
-    changes = {"precision": "mixed_bfloat16", "batch_size": 256} if bf16 else {}
-    spec = spec_for(arch, **changes) | {"num_classes": 10}
+    data, _ = load_data(samples)
+    precision, batch = VARIANTS[variant]
+    spec = spec_for(arch, precision=precision) | {"num_classes": 10}
+    if batch:
+        spec["batch_size"] = batch
     _, rows, _ = train(spec, data, SingleProcess(threads))
     return [row["epoch_time_s"] for row in rows]
 
 
-def worker(variant: str, arch: str, threads: int) -> None:
+def worker(variant: str, arch: str, threads: int, samples: int) -> None:
     if variant == "seed":
-        times = run_seed_style(arch)
+        times = run_seed_style(arch, samples)
     else:
-        times = run_pipeline(arch, threads, bf16=variant == "bf16")
+        times = run_pipeline(arch, threads, variant, samples)
     print(json.dumps({"variant": variant, "arch": arch, "epoch_s": times}))
 
 
-def measure(variant: str, arch: str, threads: int) -> float:
+def measure(variant: str, arch: str, threads: int, samples: int) -> float:
     """Seconds of the second (timed) epoch, scaled to 60k samples, from a fresh process."""
-    out = subprocess.run(
-        [sys.executable, __file__, "--worker", variant, "--archs", arch, "--threads", str(threads)],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
+    command = [sys.executable, __file__, "--worker", variant, "--archs", arch]
+    command += ["--threads", str(threads), "--samples", str(samples)]
+    out = subprocess.run(command, capture_output=True, text=True, check=True).stdout
     result = json.loads(out.strip().splitlines()[-1])
-    return result["epoch_s"][-1]
+    return result["epoch_s"][-1] * N_TRAIN / samples
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--archs", default="fc64,fc512,cnn1,cnn_dropout")
+    parser.add_argument("--archs", default=",".join(SEVEN))
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--bf16", action="store_true", help="also time mixed_bfloat16, batch 256")
+    parser.add_argument("--variants", default="seed,pipeline",
+                        help=f"comma-separated: seed, {', '.join(VARIANTS)}")  # fmt: skip
+    parser.add_argument("--repeats", type=int, default=3)
+    help_samples = "samples per epoch (the first N); times are scaled to 60k"
+    parser.add_argument("--samples", type=int, default=N_TRAIN, help=help_samples)
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
-        worker(args.worker, args.archs, args.threads)
+        worker(args.worker, args.archs, args.threads, args.samples)
         return
-    _, source = load_data()
-    variants = ["seed", "pipeline"] + (["bf16"] if args.bf16 else [])
-    print(f"data: {source}; threads: {args.threads}; seconds per 60k-sample epoch (2nd epoch)")
-    header = f"{'arch':<14}" + "".join(f"{v:>10}" for v in variants) + f"{'pipe/seed':>11}"
-    print(header + (f"{'bf16/seed':>11}" if args.bf16 else ""))
+    _, source = load_data(args.samples)
+    variants = args.variants.split(",")
+    print(
+        f"data: {source}, {args.samples:,} samples an epoch; threads: {args.threads}; "
+        f"s per 60k-sample epoch (the 2nd), median (min-max) of {args.repeats} alternating runs"
+    )
+    ratios = [v for v in variants if v != "seed"] if "seed" in variants else []
+    print(
+        "| arch | batch | "
+        + " | ".join(variants)
+        + "".join(f" | {v} / seed" for v in ratios)
+        + " |"
+    )
+    print("|---" * (2 + len(variants) + len(ratios)) + "|")
     for arch in args.archs.split(","):
-        seconds = {v: measure(v, arch, args.threads) for v in variants}
-        row = f"{arch:<14}" + "".join(f"{seconds[v]:>10.1f}" for v in variants)
-        row += f"{seconds['pipeline'] / seconds['seed']:>11.2f}"
-        if args.bf16:
-            row += f"{seconds['bf16'] / seconds['seed']:>11.2f}"
-        print(row, flush=True)
+        seconds: dict[str, list[float]] = {v: [] for v in variants}
+        for _ in range(args.repeats):  # alternate the variants: the machine's drift hits all
+            for variant in variants:
+                seconds[variant].append(measure(variant, arch, args.threads, args.samples))
+        median = {v: statistics.median(times) for v, times in seconds.items()}
+        cells = [f"{median[v]:.2f} ({min(seconds[v]):.2f}-{max(seconds[v]):.2f})" for v in variants]
+        cells += [f"{median[v] / median['seed']:.2f}" for v in ratios]
+        print(
+            f"| {arch} | {spec_for(arch)['batch_size']} | " + " | ".join(cells) + " |", flush=True
+        )
 
 
 if __name__ == "__main__":

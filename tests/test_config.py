@@ -140,7 +140,7 @@ def test_snakemake_rejects_a_bad_key_in_one_line_before_any_job(tmp_path, config
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert lines == [
         "afternoon: config: unknown key training.epochz (allowed here: conda_env, deterministic, "
-        "epochs_scale, max_epochs, mpi_launcher, nodes, precision, tasks_per_node, threads, "
+        "epochs_scale, max_epochs, mpi_launcher, nodes, precision, recipes, tasks_per_node, threads, "
         "worker_launcher)"
     ]
 
@@ -183,7 +183,9 @@ def test_the_schema_default_seed_is_the_one_a_job_gets(config, zoo):
         job_spec(config, zoo, "digits", "fc64")["seed"] == SCHEMA["properties"]["seed"]["default"]
     )
     training = SCHEMA["properties"]["training"]["properties"]
-    assert job_spec(config, zoo, "digits", "fc64")["precision"] == training["precision"]["default"]
+    assert training["precision"]["default"] is None  # each recipe's: the seed's are float32
+    assert job_spec(config, zoo, "digits", "fc64")["precision"] == "float32"
+    assert config["training"]["recipes"] == training["recipes"]["default"] == "seed"
 
 
 def test_overridable_keys_are_what_the_validator_allows(zoo):
@@ -191,6 +193,7 @@ def test_overridable_keys_are_what_the_validator_allows(zoo):
     assert TRAINING_KEYS == OVERRIDABLE_KEYS
     override = {"optimizer": {"name": "sgd"}, "batch_size": 8, "epochs": 2, "distributed": {}}
     override |= {"early_stopping": {"patience": 1}, "augmentation": {"zoom": 0.1}}
+    override |= {"schedule": {"name": "cosine"}, "precision": "auto", "steps_per_execution": 4}
     override["layers"] = [{"dense": {"units": 10, "activation": "softmax"}}]
     assert set(override) == set(OVERRIDABLE_KEYS)
     arch = {**zoo["cnn1"], "datasets": {"mnist": override}}

@@ -127,17 +127,23 @@ def scaled_epochs(epochs: int, training: dict) -> int:
     return min(scaled, cap) if cap else scaled
 
 
+def job_precision(training: dict, arch: dict) -> str:
+    """The precision a job asks for: training.precision when set, else its recipe's, else
+    float32 (``auto`` is decided where the job runs: afternoon.precision)."""
+    return training.get("precision") or arch.get("precision") or "float32"
+
+
 def job_spec(config: dict, zoo: dict, dataset: str, arch_name: str) -> dict:
     """Everything one training job needs, and nothing else (the rerun trigger for that job).
     ``config`` as Snakemake's validate() leaves it: the schema's defaults filled in."""
-    spec = architecture_for(zoo, arch_name, dataset)
     training = config["training"]
+    spec = architecture_for(zoo, arch_name, dataset, training.get("recipes", "seed"))
     spec["epochs"] = scaled_epochs(spec["epochs"], training)
     spec.update(
         name=arch_name,
         dataset=dataset,
         seed=config["seed"],
-        precision=training["precision"],
+        precision=job_precision(training, spec),
         deterministic=training["deterministic"],
     )
     return spec

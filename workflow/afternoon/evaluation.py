@@ -34,6 +34,8 @@ def load_model(model_path: str | Path):
         raise DataFormatError(f"{path}: model file not found")
     import tensorflow as tf
 
+    import afternoon.schedules  # noqa: F401 (registers the learning-rate schedules with Keras)
+
     try:
         return tf.keras.models.load_model(str(path))
     except Exception as exc:  # corrupt files fail in h5py, zipfile, json or Keras itself

@@ -14,11 +14,14 @@ if TYPE_CHECKING:
 _KERAS_OPTIMIZER = {"adam": "Adam", "sgd": "SGD"}
 
 
-def build_optimizer(spec: dict):
-    """A Keras 2 (tf_keras) Adam or SGD optimizer from a validated ``optimizer`` mapping."""
+def build_optimizer(spec: dict, schedule=None):
+    """A Keras 2 (tf_keras) Adam or SGD optimizer from a validated ``optimizer`` mapping; with
+    ``schedule`` (afternoon.schedules), its learning rate follows it (peaking at the spec's)."""
     import tensorflow as tf
 
     kwargs = optimizer_settings(spec)  # defaults filled in; an unknown name is a ConfigError
+    if schedule is not None:
+        kwargs["learning_rate"] = schedule
     return getattr(tf.keras.optimizers, _KERAS_OPTIMIZER[spec["name"]])(**kwargs)
 
 
@@ -55,8 +58,12 @@ def build_model(
     num_classes: int = 10,
     seed: int = 0,
     mixed_precision: str = "float32",
+    steps_per_epoch: int | None = None,
+    steps_per_execution: int = 1,
 ) -> tf.keras.Model:
-    """A compiled Sequential for uint8 (H, W, C) images; ``arch`` (zoo entry + name) validated."""
+    """A compiled Sequential for uint8 (H, W, C) images; ``arch`` (zoo entry + name) validated.
+    An ``arch`` with a ``schedule`` needs ``steps_per_epoch`` (its length in steps);
+    ``steps_per_execution``: training steps per call into TensorFlow (the same arithmetic)."""
     import tensorflow as tf
 
     name = arch.get("name") or "model"
@@ -90,8 +97,21 @@ def build_model(
             raise ConfigError(msg) from None
     if model.output_shape[-1] != num_classes:
         raise ConfigError(f"architecture {name!r}: last layer units != {num_classes} classes")
-    optimizer = build_optimizer(arch["optimizer"])
-    model.compile(optimizer, loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    schedule = None
+    if arch.get("schedule"):
+        from afternoon.schedules import schedule_of
+
+        if not steps_per_epoch:
+            raise ConfigError(f"architecture {name!r}: a schedule needs the steps per epoch")
+        peak = optimizer_settings(arch["optimizer"])["learning_rate"]
+        schedule = schedule_of(arch["schedule"], peak, arch["epochs"], steps_per_epoch)
+    optimizer = build_optimizer(arch["optimizer"], schedule)
+    model.compile(
+        optimizer,
+        loss="sparse_categorical_crossentropy",
+        metrics=["accuracy"],
+        steps_per_execution=steps_per_execution,
+    )
     return model
 
 

@@ -284,7 +284,7 @@ def search_job(config: dict, zoo: dict, searches: dict, name: str, dataset: str)
     """Everything one tune job needs and nothing else (its rerun trigger): the search, its base
     architecture on ``dataset`` (epochs scaled as the study's), seed and training settings.
     Editing another zoo entry or search leaves it unchanged."""
-    from afternoon.config import scaled_epochs
+    from afternoon.config import job_precision, scaled_epochs
 
     search = searches[name]
     arch = architecture_for(zoo, search["base"], dataset)
@@ -297,7 +297,7 @@ def search_job(config: dict, zoo: dict, searches: dict, name: str, dataset: str)
         "search": search,
         "arch": arch,
         "seed": search.get("seed", config["seed"]),
-        "precision": training["precision"],
+        "precision": job_precision(training, arch),
         "deterministic": training["deterministic"],
     }
 

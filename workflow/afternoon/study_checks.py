@@ -10,10 +10,12 @@ import math
 from afternoon.errors import ConfigError
 from afternoon.registry import dataset_entry, dataset_names
 from afternoon.zoo import (
+    SEED_RECIPES,
     architecture_for,
     distributed_settings,
     early_stopping_settings,
     layer_settings,
+    recipe_sets,
     unknown_dataset,
 )
 
@@ -73,10 +75,18 @@ def runs_by_dataset(datasets: list[str], names) -> dict[str, list[str]]:
     return {ds: list(names[ds] if isinstance(names, dict) else names) for ds in datasets}
 
 
-def check_inputs_fit(datasets: list[str], zoo: dict, names) -> None:
+def _where(zoo: dict, name: str, dataset: str, recipes: str, key: str) -> str:
+    """Where a job's ``key`` comes from in the zoo entry: its recipe set, its dataset, itself."""
+    entry = zoo[name]
+    if key in entry.get("recipes", {}).get(recipes, {}):
+        return f"recipes.{recipes}.{key}"
+    return f"datasets.{dataset}.{key}" if key in entry.get("datasets", {}).get(dataset, {}) else key
+
+
+def check_inputs_fit(datasets: list[str], zoo: dict, names, recipes: str = SEED_RECIPES) -> None:
     """The study's datasets (config key) are registered and every selected architecture (``names``:
-    a list, or per dataset a list) fits each one's images and classes, the dataset's layers
-    override applied (no TensorFlow: a dry run refuses, say, a pool too big)."""
+    a list, or per dataset a list) fits each one's images and classes, the dataset's (and the
+    recipe set's) layers override applied (no TensorFlow: a dry run refuses a pool too big)."""
     for i, dataset in enumerate(datasets):
         if dataset not in dataset_names():
             raise ConfigError(f"config: key datasets.{i}: {unknown_dataset(dataset)}")
@@ -84,29 +94,64 @@ def check_inputs_fit(datasets: list[str], zoo: dict, names) -> None:
         entry = dataset_entry(dataset)
         shape, classes = entry["image_shape"], len(entry["class_names"])
         for name in archs:
-            overridden = "layers" in zoo[name].get("datasets", {}).get(dataset, {})
-            where = f"datasets.{dataset}.layers" if overridden else "layers"
-            arch = architecture_for(zoo, name, dataset)
+            arch = architecture_for(zoo, name, dataset, recipes)
+            where = _where(zoo, name, dataset, recipes, "layers")
             check_input_fits(name, arch, shape, classes, dataset, where)
 
 
 def check_jobs(config: dict, zoo: dict, names, jobs_env_here: bool = True) -> None:
     """The dry run's checks of the study's jobs (dataset x architecture; ``names``: a list, or per
-    dataset a list): check_inputs_fit, an early stopping that monitors a val_ metric needs a
-    validation split, and (``jobs_env_here``: the jobs run in this Python's environment, not a
-    conda one) a distributed backend is installed."""
+    dataset a list): each has the study's recipe set, check_inputs_fit, an early stopping that
+    monitors a val_ metric needs a validation split, a schedule is not combined with a
+    distributed backend (they recompile the optimizer with their own warm-up), and
+    (``jobs_env_here``: the jobs run in this Python's environment, not a conda one) a distributed
+    backend is installed."""
     from afternoon.distributed.checks import check_backend  # (the package imports this one)
 
-    check_inputs_fit(config["datasets"], zoo, names)
-    has_validation = config["data"]["validation_fraction"] > 0
+    recipes = config["training"].get("recipes", SEED_RECIPES)
     runs = runs_by_dataset(config["datasets"], names)
+    if recipes != SEED_RECIPES:
+        for name in dict.fromkeys(arch for archs in runs.values() for arch in archs):
+            if recipes not in zoo[name].get("recipes", {}):
+                raise ConfigError(
+                    f"config: key training.recipes: {config['zoo']} has no {recipes!r} recipe "
+                    f"for {name!r} (recipe sets: {', '.join(recipe_sets(zoo))}; add "
+                    f"recipes.{recipes} to {name!r} or leave it out of the study)"
+                )
+    check_inputs_fit(config["datasets"], zoo, names, recipes)
+    has_validation = config["data"]["validation_fraction"] > 0
     for dataset, name in ((ds, arch) for ds, archs in runs.items() for arch in archs):
-        settings = distributed_settings(architecture_for(zoo, name, dataset))
-        check_backend(config, name, dataset, settings, jobs_env_here)
-        overridden = "early_stopping" in zoo[name].get("datasets", {}).get(dataset, {})
-        where = f"datasets.{dataset}.early_stopping" if overridden else "early_stopping"
+        arch = architecture_for(zoo, name, dataset, recipes)
+        check_backend(config, name, dataset, distributed_settings(arch), jobs_env_here)
+        where = _where(zoo, name, dataset, recipes, "early_stopping")
         try:
-            stopping = architecture_for(zoo, name, dataset).get("early_stopping")
-            early_stopping_settings(name, stopping or {}, has_validation, where)
+            early_stopping_settings(name, arch.get("early_stopping") or {}, has_validation, where)
+            if arch.get("schedule") and arch.get("distributed"):
+                raise ConfigError(
+                    f"architecture {name!r}, {_where(zoo, name, dataset, recipes, 'schedule')}: "
+                    "a schedule cannot be combined with distributed (its backends warm the "
+                    "learning rate up themselves: distributed.warmup_epochs)"
+                )
         except ConfigError as err:
             raise ConfigError(f"{config['zoo']}: {err}") from None
+
+
+def precision_notes(config: dict, zoo: dict, names) -> list[str]:
+    """One line per precision decision of the study's jobs on this machine (auto, or bf16 asked
+    for on a CPU that emulates it): what the dry run says. Nothing for plain float32."""
+    from afternoon.config import job_precision
+    from afternoon.precision import choose_precision
+
+    jobs: dict[tuple[str, str], list[str]] = {}
+    recipes = config["training"].get("recipes", SEED_RECIPES)
+    for dataset, archs in runs_by_dataset(config["datasets"], names).items():
+        for name in archs:
+            arch = architecture_for(zoo, name, dataset, recipes)
+            requested = job_precision(config["training"], arch)
+            if requested != "float32":
+                jobs.setdefault(choose_precision(requested), []).append(f"{name}@{dataset}")
+    return [
+        f"precision {precision} for {', '.join(runs)}: {why}; a job on another node (a cluster) "
+        "decides there and records it in its MLflow run (tag precision)"
+        for (precision, why), runs in jobs.items()
+    ]

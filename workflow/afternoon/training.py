@@ -17,9 +17,16 @@ import numpy as np
 
 from afternoon.checkpoint import CheckpointState
 from afternoon.errors import AfternoonError
+from afternoon.precision import NO_BF16, job_precision_of
 from afternoon.runtime import configure_tensorflow
 
 log = logging.getLogger(__name__)
+
+# Training steps per call into TensorFlow when the recipe does not say (one-process jobs; the
+# distributed backends recompile with 1): the same arithmetic, the same weights, with Python's
+# per-step cost (callbacks, the step function's dispatch) paid once per this many steps. The
+# epoch's last call runs the steps that are left.
+STEPS_PER_EXECUTION = 50
 
 
 class TrainingDiverged(AfternoonError):
@@ -87,6 +94,11 @@ def _callbacks(tf, spec: dict, has_validation: bool, tensorboard_dir: Path | Non
         def on_epoch_end(self, epoch, logs=None):
             logs = dict(logs or {})
             logs["epoch_time_s"] = time.perf_counter() - self.started
+            if spec.get("schedule"):  # the rate the last step of this epoch used
+                from afternoon.schedules import learning_rate_now
+
+                optimizer = self.model.optimizer
+                logs["lr"] = learning_rate_now(optimizer, step=optimizer.iterations - 1)
             if not math.isfinite(logs.get("loss", 0.0)):
                 raise TrainingDiverged(
                     f"{spec['name']} on {spec['dataset']}: loss became {logs['loss']} at epoch "
@@ -176,20 +188,26 @@ def train(
 
     tf = configure_tensorflow(process.threads, spec["seed"], spec["deterministic"])
     has_validation = len(data["x_val"]) > 0
+    batch_size, epochs = spec["batch_size"], spec["epochs"]
+    # Distributed: this worker's shard.
+    x_train, y_train = process.shard(data["x_train"], data["y_train"])
+    steps = process.steps_per_epoch(len(x_train), batch_size)
+    precision, why = job_precision_of(tf, spec["precision"])  # auto: bf16 hardware or not
+    level = logging.WARNING if NO_BF16 in why else logging.INFO
+    log.log(level, "%s: precision %s (%s)", spec["name"], precision, why)
     with process.scope():  # a tf.distribute strategy's variables are made in its scope
         model = build_model(
             architecture_of(spec),
             data["x_train"].shape[1:],
             num_classes=int(spec["num_classes"]),
             seed=spec["seed"],
-            mixed_precision=spec["precision"],
+            mixed_precision=precision,
+            steps_per_epoch=steps,
+            steps_per_execution=spec.get("steps_per_execution") or STEPS_PER_EXECUTION,
         )
-    batch_size, epochs = spec["batch_size"], spec["epochs"]
     resume = checkpointer.resumed if checkpointer is not None else None
-    # Distributed: this worker's shard, the scaled optimizer, broadcast/average/warm-up.
-    x_train, y_train = process.shard(data["x_train"], data["y_train"])
+    # Distributed: the scaled optimizer, broadcast/average/warm-up (steps_per_execution 1).
     process.compile(model)
-    steps = process.steps_per_epoch(len(x_train), batch_size)
     callbacks = process.callbacks(steps_per_epoch=steps, resumed=resume is not None)
     rows: list[dict] = list(resume.rows) if resume else []
 
@@ -216,10 +234,11 @@ def train(
     train_time = sum(row["epoch_time_s"] for row in rows)
     summary = _summary(spec, rows, train_time, len(data["x_train"]))
     summary["parameters"] = count_params(model)
+    summary.update(precision=precision, precision_reason=why)
     summary["resumed_from_epoch"] = first_epoch
     # Distributed: same weights on every worker, or fail (checksums gathered).
     summary.update(process.finalize(model))
-    return process.exportable(model, spec), rows, summary
+    return process.exportable(model, {**spec, "precision": precision}), rows, summary
 
 
 def _fit(tf, model, spec, data, train_arrays, epochs: range, callbacks, process, verbose) -> None:

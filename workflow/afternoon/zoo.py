@@ -94,8 +94,22 @@ REQUIRED_FIELDS = ("layers", "optimizer", "batch_size", "epochs")
 # (description, reference_accuracy, seed_gpu_seconds_per_epoch) reach only the report: editing
 # them retrains nothing.
 OVERRIDABLE_KEYS = ("layers", "optimizer", "batch_size", "epochs", "early_stopping")
-OVERRIDABLE_KEYS += ("augmentation", "distributed")
+OVERRIDABLE_KEYS += ("augmentation", "distributed", "schedule", "precision", "steps_per_execution")
 TRAINING_KEYS = OVERRIDABLE_KEYS
+# A learning-rate schedule over the whole run (afternoon.schedules): a linear warm-up to the
+# optimizer's learning_rate, then a cosine decay to final_lr_fraction of it.
+SCHEDULE_DEFAULTS = {
+    "cosine": {"warmup_epochs": 0, "final_lr_fraction": 0.0},
+    "one_cycle": {"warmup_epochs": None, "final_lr_fraction": 0.0},  # None: 30 % of the epochs
+}
+SCHEDULE_KEYS = {"name": (lambda v: v in SCHEDULE_DEFAULTS, "cosine or one_cycle")}
+SCHEDULE_KEYS.update(warmup_epochs=NON_NEGATIVE, final_lr_fraction=FRACTION)
+# auto: mixed_bfloat16 where the hardware computes in bf16, else float32 (afternoon.precision).
+PRECISIONS = ("float32", "mixed_bfloat16", "auto")
+PRECISION = (PRECISIONS.__contains__, " or ".join(PRECISIONS))
+# The recipe set a study trains (config training.recipes): the seeds' (the entry itself) or a
+# named set of overrides under the entry's `recipes`.
+SEED_RECIPES = "seed"
 
 
 def dataset_pattern() -> str:
@@ -186,7 +200,23 @@ _FIELD_CHECKS = {
     "datasets": lambda w, v: _check_per_dataset(w, v, _check_overrides),
     "distributed": lambda w, v: _check_distributed(w, v),
     "seed_gpu_seconds_per_epoch": lambda w, v: _check_value(w, v, POS_NUMBER),
+    "schedule": lambda w, v: _check_mapping(w, v, SCHEDULE_KEYS, required=("name",)),
+    "precision": lambda w, v: _check_value(w, v, PRECISION),
+    "steps_per_execution": lambda w, v: _check_value(w, v, POS_INT),
+    "recipes": lambda w, v: _check_recipes(w, v),
 }
+
+
+def _check_recipes(where: str, spec) -> None:
+    """Named recipe sets: {set name: overrides of the training fields, as a dataset's}."""
+    if not isinstance(spec, dict):
+        raise _Invalid(where, f"must be a mapping, got {spec!r}")
+    for name, overrides in spec.items():
+        if not isinstance(name, str) or not re.fullmatch(ARCHITECTURE_PATTERN, name):
+            raise _Invalid(where, f"recipe set names are letters, digits, _ . -, got {name!r}")
+        if name == SEED_RECIPES:
+            raise _Invalid(f"{where}.{name}", "'seed' is the entry itself, not an override")
+        _check_overrides(f"{where}.{name}", overrides)
 
 
 def _check_distributed(where: str, spec) -> None:
@@ -216,12 +246,26 @@ def validate_architecture(name: str, arch: dict) -> None:
         raise ConfigError(f"architecture {name!r}{err}") from None
 
 
-def architecture_for(zoo: dict, name: str, dataset: str) -> dict:
-    """Architecture ``name``'s TRAINING_KEYS on ``dataset`` (overrides applied), a deep copy."""
+def architecture_for(zoo: dict, name: str, dataset: str, recipes: str = SEED_RECIPES) -> dict:
+    """Architecture ``name``'s TRAINING_KEYS on ``dataset`` in the recipe set ``recipes`` (the
+    dataset's overrides, then the set's, applied), a deep copy."""
     arch = zoo[name]
     spec = {key: arch[key] for key in TRAINING_KEYS if key in arch}
     spec.update(arch.get("datasets", {}).get(dataset, {}))
+    if recipes != SEED_RECIPES:
+        if recipes not in arch.get("recipes", {}):
+            raise ConfigError(
+                f"architecture {name!r} has no {recipes!r} recipe (zoo: recipes.{recipes}; "
+                f"it has: {', '.join([SEED_RECIPES, *arch.get('recipes', {})])})"
+            )
+        spec.update(arch["recipes"][recipes])
     return copy.deepcopy(spec)
+
+
+def recipe_sets(zoo: dict) -> list[str]:
+    """Every recipe set the zoo names: seed (the entries themselves), then the named ones."""
+    named = (name for arch in zoo.values() for name in arch.get("recipes", {}))
+    return [SEED_RECIPES, *dict.fromkeys(named)]
 
 
 def architecture_of(spec: dict) -> dict:

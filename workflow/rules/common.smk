@@ -22,7 +22,7 @@ from afternoon.errors import AfternoonError
 from afternoon.layout import Layout
 from afternoon.registry import dataset_entry
 from afternoon.search import check_search_jobs, load_searches, search_job, workers_of
-from afternoon.study_checks import check_jobs
+from afternoon.study_checks import check_jobs, precision_notes
 from afternoon.tracking.uris import resolve_tracking_uri
 from afternoon.zoo import (
     ARCHITECTURE_PATTERN,
@@ -49,6 +49,9 @@ try:
     ARCHITECTURES = architectures_of(RUNS)
     # (A distributed backend's package is looked for here unless the jobs get conda envs.)
     check_jobs(config, ZOO, RUNS, DeploymentMethod.CONDA not in workflow.deployment_settings.deployment_method)
+    # Which precision the jobs use here, and why (auto: bf16 only where the hardware has it).
+    for note in precision_notes(config, ZOO, RUNS):
+        print(f"afternoon: {note}", file=sys.stderr)
     # A malformed tracking.uri or MLFLOW_TRACKING_URI stops the dry run, not a job later.
     resolve_tracking_uri(config["tracking"]["uri"], LAYOUT.tracking_db())
     # Hyperparameter searches: the whole file checked against the zoo, the selected ones named.

@@ -110,6 +110,8 @@ def train_job(
             earlier = sum(row["epoch_time_s"] for row in resumed.rows) if resumed else 0.0
             summary.update(costs.run_cost(device, time.perf_counter() - started + earlier))
             summary["device"] = device["name"]
+            # auto precision is decided on the node that trains: the run says what and why.
+            run.set_tags({key: summary[key] for key in ("precision", "precision_reason")})
             _write_outputs(outputs, model, rows, summary, run)
     except TrainingDiverged:
         # Resuming would diverge again: keep neither the checkpoint nor TensorBoard's events.

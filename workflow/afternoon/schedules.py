@@ -1,0 +1,80 @@
+"""Learning-rate schedules of a zoo entry's ``schedule`` (defaults: ``afternoon.zoo``), per step.
+
+Both rise linearly to the optimizer's ``learning_rate`` (the peak) over a warm-up, then fall
+along a half cosine to ``final_lr_fraction`` of the peak at the last step:
+
+- cosine:    warm-up from near 0 over ``warmup_epochs`` (Goyal et al.'s gradual warm-up for large
+             batches; 0: none), then the cosine decay (Loshchilov and Hutter, without restarts);
+- one_cycle: Smith's one cycle: from peak / 25 over ``warmup_epochs`` (default 30 % of the run).
+
+The step is the optimizer's ``iterations``, saved in every checkpoint: a resumed job goes on
+along the same curve. Registered with Keras, so a saved model (its optimizer) loads anywhere
+this module is imported (``evaluation.load_model`` does).
+"""
+
+from __future__ import annotations
+
+import math
+
+import tensorflow as tf
+
+from afternoon.zoo import SCHEDULE_DEFAULTS
+
+ONE_CYCLE_START = 1 / 25  # Smith's div_factor: the one cycle starts at peak / 25
+ONE_CYCLE_WARMUP = 0.3  # of the epochs, when warmup_epochs is not given
+
+
+@tf.keras.saving.register_keras_serializable(package="afternoon")
+class WarmupCosine(tf.keras.optimizers.schedules.LearningRateSchedule):
+    """Linear from ``start_fraction`` x peak to peak over ``warmup_steps``, then a half cosine
+    to ``final_fraction`` x peak at ``total_steps``."""
+
+    def __init__(self, peak, total_steps, warmup_steps, start_fraction, final_fraction):
+        self.peak, self.total_steps, self.warmup_steps = peak, total_steps, warmup_steps
+        self.start_fraction, self.final_fraction = start_fraction, final_fraction
+
+    def __call__(self, step):
+        step = tf.cast(step, tf.float32)
+        warmup = float(max(self.warmup_steps, 1))
+        rising = self.start_fraction + (1 - self.start_fraction) * (step + 1) / warmup
+        progress = tf.clip_by_value(
+            (step - self.warmup_steps) / float(max(self.total_steps - self.warmup_steps, 1)), 0, 1
+        )
+        falling = self.final_fraction + (1 - self.final_fraction) * 0.5 * (
+            1 + tf.cos(math.pi * progress)
+        )
+        fraction = tf.where(step < self.warmup_steps, rising, falling)
+        return self.peak * fraction
+
+    def get_config(self):
+        return {
+            "peak": self.peak,
+            "total_steps": self.total_steps,
+            "warmup_steps": self.warmup_steps,
+            "start_fraction": self.start_fraction,
+            "final_fraction": self.final_fraction,
+        }
+
+
+def schedule_of(spec: dict, peak: float, epochs: int, steps_per_epoch: int) -> WarmupCosine:
+    """The schedule of a validated ``schedule`` mapping for a run of ``epochs`` epochs."""
+    settings = {**SCHEDULE_DEFAULTS[spec["name"]], **spec}
+    one_cycle = settings["name"] == "one_cycle"
+    warmup_epochs = settings["warmup_epochs"]
+    if warmup_epochs is None:
+        warmup_epochs = ONE_CYCLE_WARMUP * epochs
+    return WarmupCosine(
+        peak=float(peak),
+        total_steps=int(epochs * steps_per_epoch),
+        warmup_steps=int(round(min(warmup_epochs, epochs) * steps_per_epoch)),
+        start_fraction=ONE_CYCLE_START if one_cycle else 0.0,
+        final_fraction=float(settings["final_lr_fraction"]),
+    )
+
+
+def learning_rate_now(optimizer, step=None) -> float:
+    """The rate of the optimizer's step ``step`` (default: its next, ``iterations``)."""
+    rate = optimizer.learning_rate
+    if isinstance(rate, tf.keras.optimizers.schedules.LearningRateSchedule):
+        rate = rate(optimizer.iterations if step is None else step)
+    return float(tf.keras.backend.get_value(rate))
