@@ -83,6 +83,8 @@ def main() -> None:
     parser.add_argument("--seed-results", type=Path, help="results/ of a full seed-recipe study")
     parser.add_argument("--precision", choices=["auto", "float32"], default="auto")
     parser.add_argument("--keep", type=Path, help="run the studies here and keep them")
+    help_seed = "take the seed side from this kept study (the seed/ folder of an earlier --keep)"
+    parser.add_argument("--seed-study", type=Path, help=help_seed)
     parser.add_argument(
         "--table-only",
         action="store_true",
