@@ -76,8 +76,8 @@ def job_durations(log: Path) -> dict[str, list[float]]:
     return durations
 
 
-def compute_times(results: Path) -> tuple[float, float]:
-    """(sum of train_time_s, sum of the timed inference passes) over the study's runs."""
+def compute_times(results: Path) -> tuple[float, float, int]:
+    """(sum of train_time_s, sum of the timed inference passes, runs) over the study's runs."""
     train = [
         json.loads(p.read_text())["train_time_s"] for p in results.glob("runs/*/*/metrics.json")
     ]
@@ -85,7 +85,7 @@ def compute_times(results: Path) -> tuple[float, float]:
     inference = [m["n_test"] / m["inference_images_per_s"] for m in evals]
     if not train or len(train) != len(inference):
         raise SystemExit(f"{results}: {len(train)} trained runs, {len(inference)} evaluated")
-    return sum(train), sum(inference)
+    return sum(train), sum(inference), len(train)
 
 
 def run_study(code: Path, cores: int, keep: Path | None) -> dict:
@@ -109,7 +109,7 @@ def run_study(code: Path, cores: int, keep: Path | None) -> dict:
         wall = time.perf_counter() - started
         if done.returncode != 0:
             raise SystemExit(f"{code}: snakemake failed in {folder}:\n{done.stderr[-3000:]}")
-        train, inference = compute_times(folder / "results")
+        train, inference, trained = compute_times(folder / "results")
         logs = sorted((folder / ".snakemake" / "log").glob("*.snakemake.log"))
         per_rule = {rule: sum(times) for rule, times in job_durations(logs[-1]).items()}
         if keep is not None:
@@ -119,12 +119,32 @@ def run_study(code: Path, cores: int, keep: Path | None) -> dict:
             "train_s": train,
             "eval_s": inference,
             "ratio": wall / (train + inference),
+            "trained": trained,
             "jobs_s": per_rule,
             "load_before": load_before,
             "load_after": os.getloadavg()[0],
         }
     finally:
         shutil.rmtree(folder, ignore_errors=True)
+
+
+# What every train and evaluate job must import, whatever the code around it: TensorFlow with
+# Keras 2 and MLflow's client with its SQL store (the default sqlite tracking store).
+JOB_IMPORTS = (
+    "import afternoon, tensorflow as tf; tf.keras.models; "
+    "import mlflow.tracking, mlflow.store.tracking.sqlalchemy_store"
+)
+
+
+def import_floor(code: Path, repeats: int = 3) -> float:
+    """Median wall time of a fresh interpreter that only imports ``JOB_IMPORTS``."""
+    env = {**os.environ, "PYTHONPATH": str(code / "workflow")}
+    times = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        subprocess.run([sys.executable, "-c", JOB_IMPORTS], env=env, check=True)
+        times.append(time.perf_counter() - started)
+    return statistics.median(times)
 
 
 def describe(code: Path) -> str:
@@ -179,6 +199,7 @@ def main() -> None:
         print(f"waiting for {LOCK} ...", file=sys.stderr, flush=True)
         fcntl.flock(lock, fcntl.LOCK_EX)
         date = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
+        floor = import_floor(codes[-1])
         for i in range(args.runs):
             for code, name in zip(codes, names, strict=True):
                 figures = run_study(code, args.cores, args.keep)
@@ -187,6 +208,14 @@ def main() -> None:
     print(f"{date}, {platform.node()}, {os.cpu_count()} CPUs, snakemake --cores {args.cores}, "
           f"{args.runs} alternating runs per checkout: median (min-max)\n")  # fmt: skip
     print(table(versions))
+    jobs = 2 * statistics.median(r["trained"] for runs in versions.values() for r in runs)
+    compute = statistics.median(
+        r["train_s"] + r["eval_s"] for runs in versions.values() for r in runs
+    )
+    print(f"\nImport floor of one train/evaluate job (a fresh interpreter importing TensorFlow, "
+          f"tf_keras and MLflow's SQL store, median of 3): {floor:.2f} s; {jobs:.0f} such jobs: "
+          f"{jobs * floor:.0f} s, plus the median train+eval time {compute:.0f} s: "
+          f"{jobs * floor + compute:.0f} s before any other work.")  # fmt: skip
     if args.json:
         args.json.write_text(json.dumps({"date": date, "versions": versions}, indent=2) + "\n")
 
