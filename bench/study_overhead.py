@@ -30,6 +30,7 @@ import os
 import platform
 import re
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -99,16 +100,24 @@ def run_study(code: Path, cores: int, keep: Path | None) -> dict:
         env.pop("MLFLOW_TRACKING_URI", None)
         load_before = os.getloadavg()[0]
         started = time.perf_counter()
-        done = subprocess.run(
+        # Its own process group: stopping the benchmark stops Snakemake and its jobs with it.
+        study = subprocess.Popen(
             ["snakemake", "--cores", str(cores)],
             cwd=folder,
             env=env,
-            capture_output=True,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
             text=True,
+            start_new_session=True,
         )
+        try:
+            stderr = study.communicate()[1]
+        except BaseException:
+            os.killpg(study.pid, signal.SIGKILL)
+            raise
         wall = time.perf_counter() - started
-        if done.returncode != 0:
-            raise SystemExit(f"{code}: snakemake failed in {folder}:\n{done.stderr[-3000:]}")
+        if study.returncode != 0:
+            raise SystemExit(f"{code}: snakemake failed in {folder}:\n{stderr[-3000:]}")
         train, inference, trained = compute_times(folder / "results")
         logs = sorted((folder / ".snakemake" / "log").glob("*.snakemake.log"))
         per_rule = {rule: sum(times) for rule, times in job_durations(logs[-1]).items()}
@@ -190,6 +199,7 @@ def main() -> None:
     parser.add_argument("--json", type=Path, help="also write every run's figures here")
     parser.add_argument("--keep", type=Path, help="copy the last run's results/ here")
     args = parser.parse_args()
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))  # cleans up
     codes = [path.resolve() for path in args.code or [REPO]]
     if missing := [str(c) for c in codes if not (c / "Snakefile").is_file()]:
         raise SystemExit(f"--code {', '.join(missing)}: no Snakefile there (not a checkout)")
