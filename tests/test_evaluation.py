@@ -11,6 +11,8 @@ import afternoon  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow is i
 from afternoon import plots
 from afternoon.errors import AfternoonError, ConfigError, DataFormatError
 from afternoon.evaluation import (
+    class_scores,
+    confusion_counts,
     evaluate_model,
     evaluate_run,
     most_confident_errors,
@@ -152,6 +154,33 @@ def test_evaluate_model_zero_division_and_uncompiled(random_set):
     fallback = evaluate_model(raw, x, y, CLASSES3)
     assert fallback["test_accuracy"] == pytest.approx(compiled["test_accuracy"], abs=1e-6)
     assert fallback["test_loss"] == pytest.approx(compiled["test_loss"], rel=1e-4)
+
+
+def test_scores_are_scikit_learns_number_for_number():
+    """The confusion matrix and per-class scores (numpy, so evaluation jobs skip importing
+    scikit-learn and SciPy) equal scikit-learn's, bit for bit, also for classes never predicted
+    or never present."""
+    from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
+
+    rng = np.random.default_rng(0)
+    for _ in range(300):
+        k, n = int(rng.integers(2, 12)), int(rng.integers(20, 400))
+        y = rng.integers(0, k, n)
+        guess = rng.integers(0, int(rng.integers(1, k + 1)), n)  # some classes never predicted
+        predicted = np.where(rng.random(n) < rng.random(), y, guess)
+        labels = np.arange(k)
+        cm = confusion_counts(y, predicted, k)
+        expected_cm = confusion_matrix(y, predicted, labels=labels)
+        assert cm.dtype == np.int64 and np.array_equal(cm, expected_cm)
+        expected = precision_recall_fscore_support(y, predicted, labels=labels, zero_division=0)
+        if np.trace(cm) == 0:  # scikit-learn's support turns float when nothing is right
+            continue
+        for ours, theirs in zip(class_scores(cm), expected, strict=True):
+            assert ours.dtype == theirs.dtype and np.array_equal(ours, theirs)
+        macro = precision_recall_fscore_support(
+            y, predicted, labels=labels, zero_division=0, average="macro"
+        )
+        assert [float(np.mean(s)) for s in class_scores(cm)[:3]] == list(macro[:3])
 
 
 # --- write_evaluation --------------------------------------------------------------------------
