@@ -15,7 +15,7 @@ rule evaluate:
         LAYOUT.log("evaluate", "{dataset}", "{arch}"),
     conda:
         "../../envs/afternoon.yaml"
-    threads: 2
+    threads: config["evaluation"]["threads"]
     params:
         misclassified=config["evaluation"]["misclassified"],
     shell:
