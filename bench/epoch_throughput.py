@@ -154,7 +154,7 @@ def measure(variant: str, arch: str, threads: int, samples: int) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--archs", default=",".join(SEVEN))
+    parser.add_argument("--archs", default=SEVEN)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--variants", default="seed,pipeline",
                         help=f"comma-separated: seed, {', '.join(VARIANTS)}")  # fmt: skip
