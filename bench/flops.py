@@ -1,8 +1,8 @@
 """How close to the limit: a training step's achieved FLOP/s against this CPU's matmul peak.
 
     flock /tmp/afternoon-bench.lock .venv/bin/python bench/flops.py [--arch cnn_dropout]
-        [--batches 32,128,256] [--threads 2] [--samples 7680] [--repeats 3] [--matmul-n 4096]
-        [--ops-batch 256]
+        [--batches 32,128,256] [--threads 2] [--samples 7680] [--repeats 3]
+        [--matmul-n 2048,4096,8192] [--ops-batch 256]
 
 FLOPs per sample of one training step, counted from the model's layers (a multiply-add is 2):
   conv2d forward 2*kh*kw*cin*cout*hout*wout, dense forward 2*in*out; backward, per such layer, the
@@ -17,8 +17,9 @@ make_dataset`` + ``model.fit``, one epoch of --samples images, op determinism on
 float32 and mixed_bfloat16 at each batch size; --repeats rounds, each round running every
 variant once in turn; the median and the range.
 
-Peak: ``tf.linalg.matmul`` of two n x n matrices (2 n^3 FLOPs), float32 and bfloat16, with the
-same threads, --repeats x 3 alternating calls each; the median GFLOP/s.
+Peak: ``tf.linalg.matmul`` of two n x n matrices (2 n^3 FLOPs) for each n of --matmul-n, float32
+and bfloat16, with the same threads, --repeats alternating calls each; per precision, the
+median GFLOP/s of the size that gave the highest median.
 Achieved GFLOP/s = FLOPs per sample x samples/s; its fraction of the same precision's peak.
 
 Where the time goes: each counted op (every conv2d / dense layer's forward, weight gradient and
@@ -91,24 +92,16 @@ def profiler_flops(tf, model, batch: int = 32) -> tuple[float, dict[str, float]]
     return profile.total_float_ops / batch, by_type
 
 
-def matmul_peak(tf, n: int, calls: int) -> dict[str, list[float]]:
-    """GFLOP/s of n x n matmuls, float32 and bfloat16, calls alternating."""
-    base = tf.random.stateless_uniform((2, n, n), seed=(1, 2))
-    operands = {"fp32": base, "bf16": tf.cast(base, tf.bfloat16)}
-
-    def timer(key):
-        a, b = operands[key][0], operands[key][1]
-        float(tf.linalg.matmul(a, b)[0, 0])  # warm-up: oneDNN primitive creation
-
-        def seconds():
-            start = time.perf_counter()
-            float(tf.linalg.matmul(a, b)[0, 0])
-            return time.perf_counter() - start
-
-        return seconds
-
-    times = alternate({key: timer(key) for key in operands}, calls)
-    return {key: [2 * n**3 / t / 1e9 for t in values] for key, values in times.items()}
+def matmul_rates(tf, sizes: list[int], calls: int) -> dict[tuple[str, int], list[float]]:
+    """GFLOP/s of n x n matmuls for each n of ``sizes``, float32 and bfloat16, alternating."""
+    timers = {}
+    for n in sizes:
+        base = tf.random.stateless_uniform((2, n, n), seed=(1, 2))
+        for key, dtype in (("fp32", tf.float32), ("bf16", tf.bfloat16)):
+            operands = [tf.cast(base[0], dtype), tf.cast(base[1], dtype)]
+            timers[key, n] = _timed(tf.linalg.matmul, operands)
+    times = alternate(timers, calls)
+    return {(key, n): [2 * n**3 / t / 1e9 for t in values] for (key, n), values in times.items()}
 
 
 def _layer_ops(tf, layer) -> tuple[dict, int]:
@@ -198,7 +191,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--samples", type=int, default=7680, help="images per timed epoch")
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--matmul-n", type=int, default=4096)
+    parser.add_argument("--matmul-n", default="2048,4096,8192", help="matrix sizes for the peak")
     parser.add_argument("--ops-batch", type=int, default=256, help="batch of the per-op table")
     args = parser.parse_args()
     batches = [int(b) for b in args.batches.split(",")]
@@ -231,16 +224,14 @@ def main() -> None:
             net = build_model(arch, (28, 28, 1), seed=42, mixed_precision=policy)
             variants[key, batch] = TimedFit(tf, net, images, labels, batch, args.threads).seconds
     times = alternate(variants, args.repeats)
-    peaks = matmul_peak(tf, args.matmul_n, 3 * args.repeats)
+    rates = matmul_rates(tf, [int(n) for n in args.matmul_n.split(",")], args.repeats)
+    peaks = {key: max(statistics.median(v) for (k, _), v in rates.items() if k == key)
+             for key in PRECISIONS}  # fmt: skip
 
-    print(
-        f"matmul peak, n = {args.matmul_n}: "
-        + "; ".join(
-            f"{key} {statistics.median(v):,.0f} GFLOP/s ({min(v):,.0f}-{max(v):,.0f})"
-            for key, v in peaks.items()
-        )
-        + "\n"
-    )
+    print("matmul GFLOP/s, median (range): " + "; ".join(
+        f"{key} n={n} {statistics.median(v):,.0f} ({min(v):,.0f}-{max(v):,.0f})"
+        for (key, n), v in rates.items()))  # fmt: skip
+    print("peak: the best size's median per precision\n")
     print(
         "| precision | batch | samples/s, median (range) | s / 60k epoch | achieved GFLOP/s "
         "| matmul peak GFLOP/s | fraction of peak |"
@@ -250,7 +241,7 @@ def main() -> None:
         rate = statistics.median(args.samples / s for s in seconds)
         median, spread = median_range([args.samples / s for s in seconds])
         achieved = flops * rate / 1e9
-        peak = statistics.median(peaks[key])
+        peak = peaks[key]
         print(
             f"| {key} | {batch} | {median} ({spread}) | {60000 / rate:.1f} | {achieved:.1f} "
             f"| {peak:,.0f} | {achieved / peak:.1%} |"

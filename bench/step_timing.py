@@ -36,12 +36,13 @@ def cpu_description() -> str:
     return f"{model}; has {' '.join(have) or 'none'}; lacks {' '.join(lacks) or 'none'}"
 
 
-def start_tensorflow(threads: int):
-    """TensorFlow as a job configures it: ``threads`` intra-op threads, seeded, op determinism."""
+def start_tensorflow(threads: int, deterministic: bool = True):
+    """TensorFlow as a job configures it: ``threads`` intra-op threads, seeded, op determinism
+    (a job's default, ``training.deterministic``) unless ``deterministic`` is False."""
     import afternoon  # noqa: F401  (Keras 2, as everywhere in the project)
     from afternoon.runtime import configure_tensorflow
 
-    return configure_tensorflow(threads, SEED, deterministic=True)
+    return configure_tensorflow(threads, SEED, deterministic)
 
 
 def architecture(name: str) -> dict:
