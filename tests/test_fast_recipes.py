@@ -12,8 +12,8 @@ from afternoon.config import job_spec, load_yaml, load_zoo
 from afternoon.errors import ConfigError
 from afternoon.precision import NO_BF16, choose_precision, cpu_flags
 from afternoon.zoo import validate_architecture
+from helpers import runners
 from helpers.paths import REPO
-from test_training import digits as training_digits  # noqa: F401 (the fixture `digits`)
 from test_training import train, weights
 
 ZOO = load_zoo(REPO / "config/zoo.yaml")
@@ -86,6 +86,12 @@ def test_cpu_flags_reads_this_machine():
 
 
 # --- Training with the fast recipe (digits) ----------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def digits(digits, tmp_path_factory):
+    """The session's digits dataset and a tracking store of this module's."""
+    return runners.tracked_dataset(digits, tmp_path_factory.mktemp("fast"), "test-fast-recipes")
 
 
 def training_samples(digits) -> int:

@@ -17,14 +17,7 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def digits(digits, tmp_path_factory):
     """The session's digits dataset (tests/conftest.py), and a tracking store initialised once."""
-    npz, card = digits["npz"], digits["card"]
-    root = tmp_path_factory.mktemp("training")
-    marker = root / "mlflow" / "tracking.json"
-    db = marker.with_name("mlflow.db")
-    run_cli(
-        "init-tracking", "--experiment", "test-training", "--default-db", db, "--marker", marker
-    )
-    return {"npz": npz, "card": card, "marker": marker, "root": root}
+    return runners.tracked_dataset(digits, tmp_path_factory.mktemp("training"), "test-training")
 
 
 def run_cli(*args, check=True):

@@ -73,6 +73,16 @@ def run_cli(
     return run(cli_command(*args), check=check, env=env, cwd=cwd, timeout=timeout)
 
 
+def tracked_dataset(dataset: dict, root: Path, experiment: str) -> dict:
+    """``dataset`` (npz, card) with a tracking store created in ``root`` once, as init_tracking
+    does it, for tests that run train jobs by hand: npz, card, marker (tracking.json), root."""
+    marker = root / "mlflow" / "tracking.json"
+    db = marker.with_name("mlflow.db")
+    run_cli("init-tracking", "--experiment", experiment, "--default-db", db, "--marker", marker,
+            check=True)  # fmt: skip
+    return {"npz": dataset["npz"], "card": dataset["card"], "marker": marker, "root": root}
+
+
 def run_snakemake(
     workdir: Path,
     *args: object,
