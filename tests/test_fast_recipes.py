@@ -149,3 +149,18 @@ def test_steps_per_execution_changes_no_weight(digits):
     train(digits, spec | {"steps_per_execution": 1}, one)
     for w1, w2 in zip(weights(many / "model.keras"), weights(one / "model.keras"), strict=True):
         np.testing.assert_array_equal(w1, w2)
+
+
+def test_one_cycle_rises_from_a_25th_of_the_peak_over_30_percent_then_anneals():
+    from afternoon.schedules import schedule_of
+
+    schedule = schedule_of({"name": "one_cycle"}, peak=0.01, epochs=10, steps_per_epoch=100)
+    rate = [float(schedule(step)) for step in range(1000)]
+    assert rate[0] == pytest.approx(0.01 / 25 + (0.01 - 0.01 / 25) / 300, rel=1e-4)
+    assert max(rate) == pytest.approx(0.01, rel=1e-4) and rate.index(max(rate)) in (299, 300)
+    assert all(a <= b for a, b in zip(rate[:300], rate[1:300], strict=False))  # rising
+    assert all(a >= b for a, b in zip(rate[300:], rate[301:], strict=False))  # annealing
+    assert rate[-1] < 1e-6  # final_lr_fraction 0
+    floor = schedule_of({"name": "cosine", "final_lr_fraction": 0.1}, 0.01, 10, 100)
+    assert float(floor(999)) == pytest.approx(0.001, rel=1e-3)
+    assert float(floor(0)) == pytest.approx(0.01)  # no warm-up by default
