@@ -50,10 +50,12 @@ def run_study(workdir: Path, archs: list[str], training: dict) -> float:
     (workdir / "config.yaml").write_text(yaml.safe_dump(config))
     command = ["snakemake", "-s", str(REPO / "Snakefile"), "-d", str(workdir), "--cores", "2",
                "--configfile", str(workdir / "config.yaml"), "--quiet"]  # fmt: skip
+    # this interpreter's snakemake and python, without PATH set
+    path = f"{Path(sys.executable).parent}:{os.environ['PATH']}"
+    env = {**os.environ, "PYTHONPATH": str(REPO / "workflow"), "PATH": path}
     started = time.perf_counter()
     with open(workdir / "snakemake.log", "w") as log:
-        subprocess.run(command, check=True, stdout=log, stderr=subprocess.STDOUT,
-                       env={**os.environ, "PYTHONPATH": str(REPO / "workflow")})  # fmt: skip
+        subprocess.run(command, check=True, stdout=log, stderr=subprocess.STDOUT, env=env)
     return time.perf_counter() - started
 
 

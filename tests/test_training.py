@@ -130,3 +130,22 @@ def test_early_stopping_stops_before_the_planned_epochs(digits):
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["epochs_run"] < 60
     assert metrics["best_epoch"] == metrics["epochs_run"] - 2
+
+
+def test_training_batches_run_without_tf_data_autotuning():
+    """Autotuning's model thread held up the deletion of fit()'s iterator (the end of a job)
+    for up to a minute; the pipeline's gathers need no tuning, so it is off."""
+    import tensorflow as tf
+
+    from afternoon.training import PREFETCH_BATCHES, make_dataset
+
+    x, y = np.arange(10 * 4, dtype=np.uint8).reshape(10, 2, 2, 1), np.arange(10, dtype=np.uint8)
+    dataset = make_dataset(tf, x, y, 4, shuffle=True, seed=0, threads=2, epochs=range(2))
+    assert dataset.options().autotune.enabled is False
+    assert dataset.options().threading.private_threadpool_size == 2
+    assert PREFETCH_BATCHES >= 2
+    batches = [b.numpy() for b, _ in dataset]  # both epochs, each a permutation, in batches of 4
+    assert [len(b) for b in batches] == [4, 4, 2, 4, 4, 2]
+    epochs = np.concatenate(batches)[:10], np.concatenate(batches)[10:]
+    for epoch in epochs:
+        assert sorted(epoch[:, 0, 0, 0] // 4) == list(range(10))

@@ -71,12 +71,18 @@ def make_dataset(
         batches = tf.data.Dataset.range(len(x)).batch(batch_size)
     dataset = batches.map(
         lambda batch: (tf.gather(images, batch), tf.gather(labels, batch)),
-        num_parallel_calls=tf.data.AUTOTUNE,
+        num_parallel_calls=threads,
         deterministic=True,
     )
     options = tf.data.Options()
     options.threading.private_threadpool_size = threads
-    return dataset.prefetch(tf.data.AUTOTUNE).with_options(options)
+    # No autotuning: a gather per batch needs none, and its model thread held up the deletion of
+    # fit()'s iterator, the job's end, by up to its 60 s optimisation period (BENCHMARKS.md).
+    options.autotune.enabled = False
+    return dataset.prefetch(PREFETCH_BATCHES).with_options(options)
+
+
+PREFETCH_BATCHES = 4  # a few batches ahead of the training loop, gathered in the background
 
 
 # --- Callbacks -------------------------------------------------------------------------------
