@@ -22,7 +22,12 @@ def build_optimizer(spec: dict, schedule=None):
     kwargs = optimizer_settings(spec)  # defaults filled in; an unknown name is a ConfigError
     if schedule is not None:
         kwargs["learning_rate"] = schedule
-    return getattr(tf.keras.optimizers, _KERAS_OPTIMIZER[spec["name"]])(**kwargs)
+    optimizer = getattr(tf.keras.optimizers, _KERAS_OPTIMIZER[spec["name"]])(**kwargs)
+    if spec["name"] == "adam":  # Keras' Adam, updating with TensorFlow's fused kernel
+        from afternoon.fused_adam import fuse_adam
+
+        fuse_adam(optimizer)
+    return optimizer
 
 
 _KERAS_CLASS = {"dense": "Dense", "conv2d": "Conv2D", "maxpool2d": "MaxPooling2D"}
