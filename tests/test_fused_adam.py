@@ -3,9 +3,10 @@
 import numpy as np
 import pytest
 
+import afternoon  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow is imported)
 from afternoon.models import build_optimizer
 
-tf = pytest.importorskip("tensorflow")
+import tensorflow as tf  # isort: skip (imported after afternoon: Keras 2)
 
 
 def _variables(seed: int):
@@ -46,16 +47,11 @@ def test_fused_adam_matches_keras_adam_and_runs_the_fused_kernel(spec):
 def test_fused_adam_follows_a_schedule():
     from afternoon.schedules import schedule_of
 
-    schedule = schedule_of(
-        {"name": "cosine", "warmup_epochs": 1}, 0.01, epochs=3, steps_per_epoch=5
-    )
-    fused, _ = _train(build_optimizer({"name": "adam", "learning_rate": 0.01}, schedule), 15)
-    stock, _ = _train(
-        tf.keras.optimizers.Adam(
-            schedule_of({"name": "cosine", "warmup_epochs": 1}, 0.01, epochs=3, steps_per_epoch=5)
-        ),
-        15,
-    )
+    def schedule():
+        return schedule_of({"name": "cosine", "warmup_epochs": 1}, 0.01, 3, steps_per_epoch=5)
+
+    fused, _ = _train(build_optimizer({"name": "adam", "learning_rate": 0.01}, schedule()), 15)
+    stock, _ = _train(tf.keras.optimizers.Adam(schedule()), 15)
     for a, b in zip(fused, stock, strict=True):
         np.testing.assert_allclose(a, b, rtol=2e-5, atol=1e-6)
 
