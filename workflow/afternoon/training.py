@@ -42,6 +42,9 @@ def epoch_orders(n: int, seed: int, epochs: range) -> np.ndarray:
     return np.stack([np.random.default_rng([seed, epoch]).permutation(n) for epoch in epochs])
 
 
+PREFETCH_BATCHES = 4  # a few batches ahead of the training loop, gathered in the background
+
+
 def make_dataset(
     tf,
     x: np.ndarray,
@@ -80,9 +83,6 @@ def make_dataset(
     # fit()'s iterator, the job's end, by up to its 60 s optimisation period (BENCHMARKS.md).
     options.autotune.enabled = False
     return dataset.prefetch(PREFETCH_BATCHES).with_options(options)
-
-
-PREFETCH_BATCHES = 4  # a few batches ahead of the training loop, gathered in the background
 
 
 # --- Callbacks -------------------------------------------------------------------------------
