@@ -4,7 +4,7 @@
 
 Each architecture of config/zoo.yaml is built for MNIST's 28x28x1 images with the optimizer's
 state created (as after the first step), then saved ``--repeats`` times with
-``afternoon.checkpoint.Checkpointer.save`` (weights, optimizer moments, random generators,
+``afternoon.training.checkpoint.Checkpointer.save`` (weights, optimizer moments, random generators,
 state.json; the previous epoch's files removed) into a fresh directory. Prints the median time per
 save and the checkpoint's size on disk, to set against the seconds per epoch in BENCHMARKS.md.
 """
@@ -25,10 +25,10 @@ sys.path.insert(0, str(REPO / "workflow"))
 def measure(arch: str, repeats: int) -> tuple[float, float]:
     """(median seconds per save, megabytes on disk) for ``arch``."""
     import afternoon  # noqa: F401 (TF_USE_LEGACY_KERAS=1 before TensorFlow loads)
-    from afternoon.checkpoint import Checkpointer, CheckpointState, build_optimizer_state
     from afternoon.config import job_spec, load_yaml, load_zoo
-    from afternoon.models import build_model
     from afternoon.runtime import configure_tensorflow
+    from afternoon.training.checkpoint import Checkpointer, CheckpointState, build_optimizer_state
+    from afternoon.training.models import build_model
     from afternoon.zoo import architecture_of
 
     config = load_yaml(REPO / "config/config.yaml")

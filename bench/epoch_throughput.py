@@ -83,7 +83,7 @@ def spec_for(arch: str, **changes) -> dict:
 def run_seed_style(arch: str, samples: int) -> list[float]:
     """The slides' script: numpy floats into model.fit, TensorFlow's defaults otherwise."""
     import afternoon  # noqa: F401  (Keras 2, as everywhere in the project)
-    from afternoon.models import build_model
+    from afternoon.training.models import build_model
     from afternoon.zoo import architecture_of
 
     data, _ = load_data(samples)
@@ -130,7 +130,7 @@ VARIANTS = {
 
 def run_pipeline(arch: str, threads: int, variant: str, samples: int) -> list[float]:
     from afternoon.distributed import SingleProcess
-    from afternoon.training import train
+    from afternoon.training.loop import train
 
     data, _ = load_data(samples)
     precision, batch = VARIANTS[variant]

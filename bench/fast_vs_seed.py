@@ -95,7 +95,7 @@ def main() -> None:
     args = parser.parse_args()
     sys.path.insert(0, str(REPO / "workflow"))
     from afternoon.config import load_zoo
-    from afternoon.costs import cpu_model
+    from afternoon.report.costs import cpu_model
 
     archs = args.archs.split(",")
     zoo = load_zoo(REPO / "config/zoo.yaml")

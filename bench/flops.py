@@ -197,7 +197,7 @@ def main() -> None:
     batches = [int(b) for b in args.batches.split(",")]
     begin = time.perf_counter()
     tf = start_tensorflow(args.threads)
-    from afternoon.models import build_model
+    from afternoon.training.models import build_model
 
     arch = architecture(args.arch)
     print(f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC; {cpu_description()}")

@@ -37,8 +37,8 @@ def largest_architecture() -> tuple[str, str, int]:
     """(architecture, dataset, parameters) with the most parameters in the zoo."""
     import afternoon  # noqa: F401 (Keras 2 before TensorFlow loads)
     from afternoon.config import load_zoo
-    from afternoon.models import build_model, count_params
     from afternoon.registry import dataset_entry, dataset_names
+    from afternoon.training.models import build_model, count_params
     from afternoon.zoo import architecture_for
 
     zoo, sizes = load_zoo(REPO / "config/zoo.yaml"), {}
@@ -57,8 +57,8 @@ def measure_step_ms(name: str, dataset: str, steps: int = 30) -> tuple[float, in
     import numpy as np
 
     from afternoon.config import load_zoo
-    from afternoon.models import build_model
     from afternoon.registry import dataset_entry
+    from afternoon.training.models import build_model
     from afternoon.zoo import architecture_for
 
     entry = dataset_entry(dataset)

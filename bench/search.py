@@ -28,7 +28,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "workflow"))
 
 from afternoon.config import load_zoo  # noqa: E402
-from afternoon.search import hyperband_brackets, search_job  # noqa: E402
+from afternoon.search.jobs import search_job  # noqa: E402
+from afternoon.search.oracles import hyperband_brackets  # noqa: E402
 
 
 def cli(*args) -> list[str]:

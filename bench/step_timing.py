@@ -1,7 +1,7 @@
 """Shared by bench/flops.py and bench/xla.py: the pipeline's training step, timed.
 
 Not a benchmark of its own. A model is built from config/zoo.yaml as a job builds it
-(``afternoon.models.build_model``), fed by the pipeline's input
+(``afternoon.training.models.build_model``), fed by the pipeline's input
 (``afternoon.training.make_dataset``: uint8 batches gathered from shuffled indices, prefetched)
 and trained by ``model.fit`` for one epoch of ``samples`` images; the time is that epoch's, from
 Keras' ``on_epoch_begin`` to ``on_epoch_end`` (what a job records as ``epoch_time_s``). The first
@@ -74,7 +74,7 @@ class TimedFit:
         self._fit(len(images) // batch_size // 4 or 1)  # traces the step: not timed
 
     def _fit(self, steps: int) -> float:
-        from afternoon.training import make_dataset
+        from afternoon.training.loop import make_dataset
 
         times = []
 

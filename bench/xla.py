@@ -34,7 +34,7 @@ from step_timing import (
 
 def xla_model(arch: dict, jit: bool):
     """The job's model, compiled again (fresh optimizer) with or without XLA."""
-    from afternoon.models import build_model, build_optimizer
+    from afternoon.training.models import build_model, build_optimizer
 
     model = build_model(arch, (28, 28, 1), seed=42)
     model.compile(

@@ -7,6 +7,7 @@ import sys
 import pytest
 import yaml
 
+from afternoon.checks import check_inputs_fit, check_jobs
 from afternoon.config import (
     check_against_schema,
     job_spec,
@@ -18,7 +19,6 @@ from afternoon.config import (
 )
 from afternoon.errors import ConfigError
 from afternoon.registry import dataset_names
-from afternoon.study_checks import check_inputs_fit, check_jobs
 from afternoon.zoo import (
     DISTRIBUTED_DEFAULTS,
     OVERRIDABLE_KEYS,

@@ -1,11 +1,12 @@
-"""afternoon.costs: the device a job reports, its cost, and Slurm's accounting as sacct prints
+"""afternoon.report.costs: the device a job reports, its cost, and Slurm's accounting as sacct
+prints
 it (the Slurm lab test, tests/test_slurm.py, checks the same against a real cluster)."""
 
 import os
 
 import pytest
 
-from afternoon import costs
+from afternoon.report import costs
 
 # `sacct -X -n -P -o JobIDRaw,State,ElapsedRaw,AllocTRES` as Slurm 22.05 prints it
 SACCT = """\

@@ -8,7 +8,6 @@ import pandas as pd
 import pytest
 
 import afternoon  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow is imported)
-from afternoon import plots
 from afternoon.errors import AfternoonError, ConfigError, DataFormatError
 from afternoon.evaluation import (
     class_scores,
@@ -19,6 +18,7 @@ from afternoon.evaluation import (
     write_evaluation,
 )
 from afternoon.layout import EVAL_FILES
+from afternoon.report import plots
 from afternoon.runtime import configure_tensorflow
 from helpers.stage_args import eval_outputs
 

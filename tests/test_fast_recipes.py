@@ -10,7 +10,7 @@ import pytest
 
 from afternoon.config import job_spec, load_yaml, load_zoo
 from afternoon.errors import ConfigError
-from afternoon.precision import NO_BF16, choose_precision, cpu_flags
+from afternoon.training.precision import NO_BF16, choose_precision, cpu_flags
 from afternoon.zoo import validate_architecture
 from helpers import runners
 from helpers.paths import REPO
@@ -104,7 +104,7 @@ def test_a_fast_recipe_trains_with_its_precision_schedule_and_batch(digits):
     import mlflow
     import tensorflow as tf
 
-    import afternoon.schedules  # noqa: F401 (a saved model's schedule loads where it is imported)
+    import afternoon.training.schedules  # noqa: F401 (a saved model's schedule loads where it is imported)
 
     spec = job_spec(config_with(recipes="fast"), ZOO, "digits", "cnn_dropout")
     out = digits["root"] / "fast"
@@ -139,7 +139,7 @@ def test_a_fast_recipe_trains_with_its_precision_schedule_and_batch(digits):
 
 def test_steps_per_execution_changes_no_weight(digits):
     """The pipeline's default (many steps per call) trains exactly what one step per call does."""
-    from afternoon.training import STEPS_PER_EXECUTION
+    from afternoon.training.loop import STEPS_PER_EXECUTION
 
     spec = job_spec(config_with(), ZOO, "digits", "cnn_dropout") | {"epochs": 2, "batch_size": 16}
     # the default takes effect: more steps an epoch than one call runs
@@ -152,7 +152,7 @@ def test_steps_per_execution_changes_no_weight(digits):
 
 
 def test_one_cycle_rises_from_a_25th_of_the_peak_over_30_percent_then_anneals():
-    from afternoon.schedules import schedule_of
+    from afternoon.training.schedules import schedule_of
 
     schedule = schedule_of({"name": "one_cycle"}, peak=0.01, epochs=10, steps_per_epoch=100)
     rate = [float(schedule(step)) for step in range(1000)]

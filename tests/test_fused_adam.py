@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 import afternoon  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow is imported)
-from afternoon.models import build_optimizer
+from afternoon.training.models import build_optimizer
 
 import tensorflow as tf  # isort: skip (imported after afternoon: Keras 2)
 
@@ -45,7 +45,7 @@ def test_fused_adam_matches_keras_adam_and_runs_the_fused_kernel(spec):
 
 
 def test_fused_adam_follows_a_schedule():
-    from afternoon.schedules import schedule_of
+    from afternoon.training.schedules import schedule_of
 
     def schedule():
         return schedule_of({"name": "cosine", "warmup_epochs": 1}, 0.01, 3, steps_per_epoch=5)
@@ -64,7 +64,7 @@ def test_amsgrad_keeps_keras_update():
 
 
 def test_saved_model_keeps_a_stock_keras_adam(tmp_path):
-    from afternoon.models import build_model
+    from afternoon.training.models import build_model
 
     arch = {"name": "tiny", "layers": [{"dense": {"units": 10, "activation": "softmax"}}],
             "optimizer": {"name": "adam"}, "epochs": 1, "batch_size": 4}  # fmt: skip

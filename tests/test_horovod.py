@@ -170,7 +170,7 @@ def test_ranks_with_different_weights_fail_loudly(tmp_path):
             f"""
             import afternoon
             from afternoon.distributed import start
-            from afternoon.models import build_model
+            from afternoon.training.models import build_model
             spec = {spec_for(distributed=DISTRIBUTED)!r}
             dist = start(spec, 2)
             model = build_model({architecture_of(spec_for(distributed=DISTRIBUTED))!r}, (8, 8, 1))

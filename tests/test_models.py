@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 import yaml
 
+from afternoon.checks import check_input_fits
 from afternoon.errors import ConfigError
-from afternoon.models import build_model, build_optimizer, count_params
-from afternoon.study_checks import check_input_fits
+from afternoon.training.models import build_model, build_optimizer, count_params
 from afternoon.zoo import (
     ACTIVATIONS,
     LAYER_DEFAULTS,
@@ -89,7 +89,7 @@ def test_zoo_architecture_validates(zoo, name):
 def test_validation_needs_no_tensorflow():
     code = (
         "import sys\nfrom afternoon.config import load_zoo\n"
-        "from afternoon.study_checks import check_inputs_fit\n"
+        "from afternoon.checks import check_inputs_fit\n"
         f"zoo = load_zoo({str(ROOT / 'config' / 'zoo.yaml')!r})\n"
         "check_inputs_fit(['mnist', 'fashion_mnist', 'cifar10'], zoo, list(zoo))\n"
         "check_inputs_fit(['digits'], zoo, list(zoo)[:7])  # ciml_cnn9's 9x9 filters: not 8x8\n"

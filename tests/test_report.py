@@ -14,8 +14,9 @@ from matplotlib.figure import Figure
 
 from afternoon.cli import main as cli_main
 from afternoon.layout import Layout
-from afternoon.report_costs import pareto_figure, pareto_front
-from afternoon.stages import report
+from afternoon.report import study as report
+from afternoon.report.costs import pareto_front
+from afternoon.report.plots import pareto_figure
 from afternoon.tracking import config_hash
 from helpers.runners import run_snakemake
 

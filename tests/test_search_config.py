@@ -11,7 +11,8 @@ import yaml
 
 from afternoon.config import load_zoo
 from afternoon.errors import ConfigError
-from afternoon.search import hyperband_trials, load_searches, validate_search
+from afternoon.search.grammar import load_searches, validate_search
+from afternoon.search.oracles import hyperband_trials
 from helpers.paths import REPO
 from helpers.runners import run_snakemake
 from helpers.search import write_search_study
@@ -118,7 +119,7 @@ def test_the_dry_run_stops_on_a_bad_search_in_one_line(tmp_path):
 # The IPv4 wildcard spelled out would trip test_safe_defaults' scan for wildcard binds.
 @pytest.mark.parametrize("host", ["", ".".join("0000"), "::", "[::]"])
 def test_the_oracle_never_binds_a_wildcard_address(host):
-    from afternoon.search_chief import serve
+    from afternoon.search.chief import serve
 
     with pytest.raises(ValueError, match="not the wildcard"):
         serve(None, host)

@@ -16,7 +16,7 @@ from pathlib import Path
 import pandas as pd
 import psutil
 
-from afternoon.search import hyperband_trials
+from afternoon.search.oracles import hyperband_trials
 from helpers.env import clean_env
 from helpers.paths import REPO
 from helpers.runners import run_snakemake, snakemake_command
@@ -40,7 +40,8 @@ TARGET = f"results/search/{SEARCH}/digits/summary.json"  # the tune job alone
 
 
 def records(workdir: Path) -> dict[str, dict]:
-    """Each trial's trial.json (afternoon.tuning), with its checkpoint's epoch if it has one."""
+    """Each trial's trial.json (afternoon.search.trials), with its checkpoint's epoch if it has
+    one."""
     out = {}
     for path in (search_dir(workdir, SEARCH) / "state/trials").glob("*/trial.json"):
         try:

@@ -14,7 +14,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from afternoon import tracking
-from afternoon.errors import ConfigError, DataFormatError
+from afternoon.errors import ConfigError, DataFormatError, Terminated
 from afternoon.tracking import provenance, retries, runs, uris
 from helpers.paths import REPO
 
@@ -186,7 +186,7 @@ def default_sigterm():
 
 def test_sigterm_inside_run_marks_it_killed(store, default_sigterm):
     uri = store["tracking_uri"]
-    with pytest.raises(tracking.Terminated):
+    with pytest.raises(Terminated, match="SIGTERM received"):
         with tracking.RunLogger.start(uri, EXPERIMENT, "t", {}, {}) as run:
             assert signal.getsignal(signal.SIGTERM) is runs._raise_terminated
             os.kill(os.getpid(), signal.SIGTERM)

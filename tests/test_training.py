@@ -137,7 +137,7 @@ def test_training_batches_run_without_tf_data_autotuning():
     for up to a minute; the pipeline's gathers need no tuning, so it is off."""
     import tensorflow as tf
 
-    from afternoon.training import PREFETCH_BATCHES, make_dataset
+    from afternoon.training.loop import PREFETCH_BATCHES, make_dataset
 
     x, y = np.arange(10 * 4, dtype=np.uint8).reshape(10, 2, 2, 1), np.arange(10, dtype=np.uint8)
     dataset = make_dataset(tf, x, y, 4, shuffle=True, seed=0, threads=2, epochs=range(2))

@@ -109,7 +109,7 @@ def test_the_long_recipes_train_capped_on_a_fashion_mnist_slice(workshop, fashio
     import mlflow
     import tensorflow as tf
 
-    from afternoon import costs
+    from afternoon.report import costs
     from afternoon.stages.train import train_job
 
     tracking_uri = json.loads(fashion_slice["marker"].read_text())["tracking_uri"]

@@ -129,7 +129,7 @@ def scaled_epochs(epochs: int, training: dict) -> int:
 
 def job_precision(training: dict, arch: dict) -> str:
     """The precision a job asks for: training.precision when set, else its recipe's, else
-    float32 (``auto`` is decided where the job runs: afternoon.precision)."""
+    float32 (``auto`` is decided where the job runs: afternoon.training.precision)."""
     return training.get("precision") or arch.get("precision") or "float32"
 
 

@@ -1,5 +1,7 @@
 """User-facing errors: one line that names the cause (file, key, value, URL)."""
 
+import signal
+
 
 class AfternoonError(Exception):
     """Base class for every error the pipeline reports to the user as one line."""
@@ -15,3 +17,23 @@ class DownloadError(AfternoonError):
 
 class DataFormatError(AfternoonError):
     """A dataset file is not what its format says (magic number, shape, record length)."""
+
+
+class TrainingDiverged(AfternoonError):
+    """The loss became NaN or infinite."""
+
+
+class RanksDiverged(AfternoonError):
+    """The workers ended training with different weights: gradients were not averaged."""
+
+
+class WorkerFailed(AfternoonError):
+    """A worker process of a search exited with an error."""
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (Snakemake, a Slurm time limit) inside ``with RunLogger``: the run ends KILLED.
+
+    A KeyboardInterrupt, not an ``AfternoonError``: it unwinds every ``except Exception``."""
+
+    signum = signal.SIGTERM

@@ -34,7 +34,7 @@ def load_model(model_path: str | Path):
         raise DataFormatError(f"{path}: model file not found")
     import tensorflow as tf
 
-    import afternoon.schedules  # noqa: F401 (registers the learning-rate schedules with Keras)
+    import afternoon.training.schedules  # noqa: F401 (registers the learning-rate schedules with Keras)
 
     try:
         return tf.keras.models.load_model(str(path))
@@ -165,7 +165,7 @@ def write_evaluation(
     (PNG, plus their indices in misclassified.csv)."""
     import pandas as pd
 
-    from afternoon import plots
+    from afternoon.report import plots
 
     names = list(class_names)
     if missing := set(EVAL_FILES) - set(outputs):

@@ -96,7 +96,8 @@ REQUIRED_FIELDS = ("layers", "optimizer", "batch_size", "epochs")
 OVERRIDABLE_KEYS = ("layers", "optimizer", "batch_size", "epochs", "early_stopping")
 OVERRIDABLE_KEYS += ("augmentation", "distributed", "schedule", "precision", "steps_per_execution")
 TRAINING_KEYS = OVERRIDABLE_KEYS
-# A learning-rate schedule over the whole run (afternoon.schedules): a linear warm-up to the
+# A learning-rate schedule over the whole run (afternoon.training.schedules): a linear warm-up
+# to the
 # optimizer's learning_rate, then a cosine decay to final_lr_fraction of it.
 SCHEDULE_DEFAULTS = {
     "cosine": {"warmup_epochs": 0, "final_lr_fraction": 0.0},
@@ -104,7 +105,8 @@ SCHEDULE_DEFAULTS = {
 }
 SCHEDULE_KEYS = {"name": (lambda v: v in SCHEDULE_DEFAULTS, "cosine or one_cycle")}
 SCHEDULE_KEYS.update(warmup_epochs=NON_NEGATIVE, final_lr_fraction=FRACTION)
-# auto: mixed_bfloat16 where the hardware computes in bf16, else float32 (afternoon.precision).
+# auto: mixed_bfloat16 where the hardware computes in bf16, else float32
+# (afternoon.training.precision).
 PRECISIONS = ("float32", "mixed_bfloat16", "auto")
 PRECISION = (PRECISIONS.__contains__, " or ".join(PRECISIONS))
 # The recipe set a study trains (config training.recipes): the seeds' (the entry itself) or a

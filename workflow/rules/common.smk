@@ -17,12 +17,13 @@ from afternoon import export_package_path
 export_package_path(PACKAGE_DIR)
 
 from afternoon.config import architectures_of, check_against_schema, job_spec, load_yaml, load_zoo, study_runs
-from afternoon.distributed.checks import placement
+from afternoon.checks import placement
 from afternoon.errors import AfternoonError
 from afternoon.layout import Layout
 from afternoon.registry import dataset_entry
-from afternoon.search import check_search_jobs, load_searches, search_job, workers_of
-from afternoon.study_checks import check_jobs, precision_notes
+from afternoon.search.grammar import load_searches
+from afternoon.search.jobs import check_search_jobs, search_job, workers_of
+from afternoon.checks import check_jobs, precision_notes
 from afternoon.tracking.uris import resolve_tracking_uri
 from afternoon.zoo import (
     ARCHITECTURE_PATTERN,
@@ -99,12 +100,12 @@ def report_inputs(wildcards):
         "tracking": paths["tracking"],
         "code": [
             f"{PACKAGE_DIR}/afternoon/stages/report.py",
-            f"{PACKAGE_DIR}/afternoon/report_costs.py",
+            f"{PACKAGE_DIR}/afternoon/report/costs.py",
             f"{PACKAGE_DIR}/afternoon/templates/report.html.j2",
         ],
         "searches": search_report_inputs(),
         "search_code": [
-            f"{PACKAGE_DIR}/afternoon/search_report.py",
+            f"{PACKAGE_DIR}/afternoon/report/search.py",
             f"{PACKAGE_DIR}/afternoon/templates/search.html.j2",
         ],
     }

@@ -68,7 +68,8 @@ rule train_search_best:
         " --tag search={wildcards.search} > {log} 2>&1"
 
 
-rule evaluate_search_best:
+# Evaluated as every architecture is (rule evaluate), from its own run folder.
+use rule evaluate as evaluate_search_best with:
     input:
         model=rules.train_search_best.output.model,
         run=rules.train_search_best.output.run,
@@ -79,15 +80,3 @@ rule evaluate_search_best:
         **LAYOUT.search_best_eval("{search}", "{dataset}"),
     log:
         LAYOUT.log("evaluate_search_best", "{search}", "{dataset}"),
-    conda:
-        "../../envs/afternoon.yaml"
-    threads: 2
-    params:
-        misclassified=config["evaluation"]["misclassified"],
-    shell:
-        "python -m afternoon.cli evaluate --model {input.model} --run {input.run} --npz {input.npz}"
-        " --card {input.card} --tracking {input.tracking} --metrics {output.metrics}"
-        " --confusion-csv {output.confusion_csv} --confusion-png {output.confusion_png}"
-        " --per-class {output.per_class} --misclassified-png {output.misclassified_png}"
-        " --misclassified-csv {output.misclassified_csv}"
-        " --misclassified {params.misclassified} --threads {threads} > {log} 2>&1"

@@ -14,10 +14,10 @@ Horovod before a job starts.
 
 from __future__ import annotations
 
-from afternoon.distributed.common import RanksDiverged, SingleProcess
+from afternoon.distributed.common import SingleProcess
 from afternoon.zoo import distributed_settings, ranks_of
 
-__all__ = ["RanksDiverged", "SingleProcess", "ranks_of", "start"]
+__all__ = ["SingleProcess", "ranks_of", "start"]
 
 
 def start(spec: dict, job_threads: int):

@@ -10,14 +10,10 @@ import hashlib
 
 import numpy as np
 
-from afternoon.errors import AfternoonError, ConfigError
+from afternoon.errors import ConfigError, RanksDiverged
 
 # Keys the legacy (Keras 2.10-style) optimizers take from the new ones' get_config().
 _LEGACY_KEYS = ("learning_rate", "momentum", "nesterov", "beta_1", "beta_2", "epsilon", "amsgrad")
-
-
-class RanksDiverged(AfternoonError):
-    """The workers ended training with different weights: gradients were not averaged."""
 
 
 class SingleProcess:
@@ -25,11 +21,16 @@ class SingleProcess:
     ``strategies.Strategy``), with nothing to share: the data whole, build_model's optimizer, no
     extra callbacks."""
 
-    size, rank, is_root, backend = 1, 0, True, "none"
+    size, rank, backend = 1, 0, "none"
     collective_saves = False  # does saving a checkpoint need every worker (checkpoint.py)?
 
     def __init__(self, job_threads: int):
         self.threads = job_threads
+
+    @property
+    def is_root(self) -> bool:
+        """Worker (rank) 0 writes the outputs and the MLflow run; the others only train."""
+        return self.rank == 0
 
     def tags(self) -> dict:
         return {"world_size": "1"}
@@ -62,6 +63,9 @@ class SingleProcess:
     def callbacks(self, steps_per_epoch: int, resumed: bool = False) -> list:
         return []
 
+    def stop_if_signalled(self) -> None:
+        """Stop every worker at once when any got SIGTERM (one process: its own handler does)."""
+
     def finalize(self, model) -> dict:
         return {}
 
@@ -86,13 +90,14 @@ def scaled_optimizer(optimizer_spec: dict, size: int, scale_lr: bool):
     ``size`` (the number of replicas whose gradients are averaged) when ``scale_lr``; returns
     (optimizer, learning rate).
 
-    Legacy, not tf_keras 2.18's default ("new") optimizers: the warm-up (``warmup_callback``)
+    Legacy, not tf_keras 2.18's default ("new") optimizers: the warm-up
+    (``training.callbacks.LearningRateWarmup``)
     rescales ``optimizer.momentum`` with ``K.set_value`` and the new SGD keeps it as a Python
     float, baked into the compiled step ("'float' object has no attribute 'dtype'").
     """
     import tensorflow as tf
 
-    from afternoon.models import build_optimizer
+    from afternoon.training.models import build_optimizer
 
     new = build_optimizer(optimizer_spec)  # the zoo's defaults live there
     legacy = getattr(tf.keras.optimizers.legacy, type(new).__name__)
@@ -100,48 +105,6 @@ def scaled_optimizer(optimizer_spec: dict, size: int, scale_lr: bool):
     base = float(optimizer_spec.get("learning_rate", kwargs["learning_rate"]))
     learning_rate = base * size if scale_lr else base
     return legacy(**{**kwargs, "learning_rate": learning_rate}), learning_rate
-
-
-def warmup_callback(initial_lr: float, size: int, warmup_epochs: int, steps_per_epoch: int):
-    """Goyal et al.'s gradual warm-up, as Horovod's ``LearningRateWarmupCallback`` does it (same
-    formula, same momentum correction), for every backend: over the first ``warmup_epochs`` the
-    rate grows, batch by batch, from ``initial_lr / size`` to ``initial_lr``; the epoch's rate is
-    logged as ``lr``."""
-    import tensorflow as tf
-
-    K = tf.keras.backend
-
-    def multiplier(epoch: float) -> float:
-        epoch += 1.0 / steps_per_epoch  # round numbers at the end of each epoch
-        return 1.0 / size * (epoch * (size - 1) / warmup_epochs + 1)
-
-    class LearningRateWarmup(tf.keras.callbacks.Callback):
-        restore_momentum = None
-
-        def on_epoch_begin(self, epoch, logs=None):
-            self.epoch = epoch
-
-        def on_train_batch_begin(self, batch, logs=None):
-            if self.epoch >= warmup_epochs:
-                return
-            optimizer = self.model.optimizer
-            old_lr = K.get_value(optimizer.lr)
-            new_lr = initial_lr * multiplier(self.epoch + batch / steps_per_epoch)
-            K.set_value(optimizer.lr, new_lr)
-            if hasattr(optimizer, "momentum"):  # momentum correction
-                self.restore_momentum = K.get_value(optimizer.momentum)
-                K.set_value(optimizer.momentum, self.restore_momentum * new_lr / old_lr)
-
-        def on_train_batch_end(self, batch, logs=None):
-            if self.restore_momentum:
-                K.set_value(self.model.optimizer.momentum, self.restore_momentum)
-                self.restore_momentum = None
-
-        def on_epoch_end(self, epoch, logs=None):
-            if logs is not None:
-                logs["lr"] = float(K.get_value(self.model.optimizer.lr))
-
-    return LearningRateWarmup()
 
 
 def weights_sha256(weights: list) -> str:

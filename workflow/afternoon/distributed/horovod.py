@@ -15,7 +15,8 @@ of Horovod's ``tensorflow2_keras_mnist.py`` (every distributed line is marked ``
   rank runs the same number of steps), and validates on the whole validation split;
 - the optimizer (``common.scaled_optimizer``: legacy tf_keras Adam/SGD) has its learning rate
   multiplied by the number of ranks (``scale_lr``), warmed up over ``warmup_epochs``
-  (``common.warmup_callback``, Horovod's formula) and is wrapped in ``hvd.DistributedOptimizer``
+  (``training.callbacks.LearningRateWarmup``, Horovod's formula) and is wrapped in
+  ``hvd.DistributedOptimizer``
   (gradients averaged over the ranks at every step);
 - rank 0's weights are broadcast before the first step, epoch metrics are averaged over ranks;
 - at the end, batch-norm moving statistics (which each rank keeps for its own shard) are averaged,
@@ -35,8 +36,8 @@ import socket
 
 import numpy as np
 
+from afternoon.checks import horovod_unavailable
 from afternoon.distributed import common
-from afternoon.distributed.checks import horovod_unavailable
 from afternoon.errors import AfternoonError, ConfigError
 from afternoon.zoo import distributed_settings
 
@@ -104,11 +105,6 @@ class Horovod(common.SingleProcess):
         self.placement = self.collectives.allgather_object(where, name="afternoon.placement")
         self.learning_rate: float | None = None
 
-    @property
-    def is_root(self) -> bool:
-        """Rank 0 writes the outputs and the MLflow run; the other ranks only train."""
-        return self.rank == 0
-
     def tags(self) -> dict:
         """MLflow tags of the job's single run: world size and where each rank ran."""
         ranks = ",".join(f"{i}@{p['host']}" for i, p in enumerate(self.placement))
@@ -157,6 +153,8 @@ class Horovod(common.SingleProcess):
 
     def callbacks(self, steps_per_epoch: int, resumed: bool = False) -> list:
         """Callbacks that go before all others (they change the logs the others read)."""
+        from afternoon.training.callbacks import AverageStatistics, LearningRateWarmup
+
         hvd = self.hvd
         callbacks = []
         if not resumed:
@@ -168,15 +166,15 @@ class Horovod(common.SingleProcess):
         # Note: this callback must be in the list before the ReduceLROnPlateau,
         # TensorBoard or other metrics-based callbacks.
         callbacks.append(hvd.callbacks.MetricAverageCallback())
-        callbacks.append(self._statistics_callback())
+        callbacks.append(AverageStatistics(self))
         warmup = self.settings["warmup_epochs"]
         if self.settings["scale_lr"] and warmup > 0:
             # Horovod: using `lr = 1.0 * hvd.size()` from the very beginning leads to worse final
             # accuracy. Scale the learning rate `lr = 1.0` ---> `lr = 1.0 * hvd.size()` during
             # the first warmup_epochs epochs.
-            # (common.warmup_callback: Horovod's LearningRateWarmupCallback, for every backend.)
+            # (LearningRateWarmup: Horovod's LearningRateWarmupCallback, for every backend.)
             callbacks.append(
-                common.warmup_callback(self.learning_rate, self.size, warmup, steps_per_epoch)
+                LearningRateWarmup(self.learning_rate, self.size, warmup, steps_per_epoch)
             )
         return callbacks
 
@@ -195,21 +193,10 @@ class Horovod(common.SingleProcess):
                 tensor = tf.convert_to_tensor(variable)
                 variable.assign(self.collectives.allreduce(tensor, name=name))
 
-    def _statistics_callback(self):
-        import tensorflow as tf
-
-        horovod = self
-
-        class AverageStatistics(tf.keras.callbacks.Callback):
-            def on_epoch_end(self, epoch, logs=None):
-                horovod.average_statistics(self.model)
-
-        return AverageStatistics()
-
     def finalize(self, model) -> dict:
         """Average the ranks' batch-norm statistics, then check that every rank holds the same
         weights (sha256 allgathered); returns what metrics.json records about the ranks."""
-        from afternoon.models import build_optimizer
+        from afternoon.training.models import build_optimizer
 
         self.average_statistics(model)
         digest = common.weights_sha256(model.get_weights())

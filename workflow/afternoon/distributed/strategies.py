@@ -85,11 +85,6 @@ class Strategy(common.SingleProcess):
         self.learning_rate: float | None = None
         self._final_weights: list | None = None
 
-    @property
-    def is_root(self) -> bool:
-        """Worker 0 (the chief) writes the outputs and the MLflow run."""
-        return self.rank == 0
-
     def tags(self) -> dict:
         config = json.loads(os.environ.get("TF_CONFIG", "{}"))
         addresses = config.get("cluster", {}).get("worker", [])
@@ -168,20 +163,13 @@ class Strategy(common.SingleProcess):
         self.signalled = signum
 
     def callbacks(self, steps_per_epoch: int, resumed: bool = False) -> list:
-        strategy = self
+        from afternoon.training.callbacks import AverageStatistics, LearningRateWarmup
 
-        class AverageStatistics(self.tf.keras.callbacks.Callback):
-            def on_epoch_begin(self, epoch, logs=None):
-                strategy.stop_if_signalled()
-
-            def on_epoch_end(self, epoch, logs=None):
-                strategy.average_statistics(self.model)
-
-        callbacks = [AverageStatistics()]
+        callbacks = [AverageStatistics(self)]
         warmup = self.settings["warmup_epochs"]
         if self.settings["scale_lr"] and warmup > 0 and self.size > 1:
             callbacks.append(
-                common.warmup_callback(self.learning_rate, self.size, warmup, steps_per_epoch)
+                LearningRateWarmup(self.learning_rate, self.size, warmup, steps_per_epoch)
             )
         return callbacks
 
@@ -191,7 +179,7 @@ class Strategy(common.SingleProcess):
             return  # one process: the run logger's own SIGTERM handler stops it at once
         signums = self._gather(np.array([self.signalled or 0]))[:, 0]
         if signums.any():
-            from afternoon.tracking import Terminated
+            from afternoon.errors import Terminated
 
             raise Terminated(f"{signal.Signals(int(signums.max())).name} received")
 
@@ -223,7 +211,7 @@ class Strategy(common.SingleProcess):
     def exportable(self, model, spec: dict):
         """The final weights in a one-process model (built outside the strategy, compiled as
         build_model compiles): what the chief saves, and what evaluation loads."""
-        from afternoon.models import build_model
+        from afternoon.training.models import build_model
         from afternoon.zoo import architecture_of
 
         plain = build_model(

@@ -12,10 +12,10 @@ import argparse
 import logging
 from pathlib import Path
 
-from afternoon.costs import slurm_cost
 from afternoon.evaluation import evaluate_run
 from afternoon.fileio import write_json_atomic
 from afternoon.layout import EVAL_FILES, LOGGED_EVAL_FILES
+from afternoon.report.costs import slurm_cost
 from afternoon.tracking import RunLogger, read_run_record, record_pending, resolve_tracking_uri
 from afternoon.tracking.records import SYNC_HINT, logged_eval_metrics
 

@@ -3,7 +3,8 @@ with the files, checkpoint and run around it).
 
 The outputs (model, history, metrics, and run.json last) are each written atomically, so a job
 stopped early (SIGTERM at a Slurm time limit, SIGKILL) leaves none of them complete: only its
-checkpoint directory (``afternoon.checkpoint``), from which the next attempt resumes, into the
+checkpoint directory (``afternoon.training.checkpoint``), from which the next attempt resumes,
+into the
 same MLflow run. A tracking store that is down does not stop training: the run is recorded as
 pending (``afternoon.cli sync-tracking``).
 
@@ -22,12 +23,14 @@ import tempfile
 import time
 from pathlib import Path
 
-from afternoon import costs, distributed, tracking
-from afternoon.checkpoint import Checkpointer, CheckpointState
+from afternoon import distributed, tracking
+from afternoon.errors import Terminated, TrainingDiverged
 from afternoon.fileio import atomic_path, read_json, sha256_file, write_json_atomic
 from afternoon.layout import TRAIN_FILES
 from afternoon.npz import load_npz
-from afternoon.training import TrainingDiverged, train
+from afternoon.report import costs
+from afternoon.training.checkpoint import Checkpointer, CheckpointState
+from afternoon.training.loop import train
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +47,7 @@ def train_job(
     """Train ``spec`` on the dataset ``npz``/``card``; write ``outputs`` (the names of
     ``layout.TRAIN_FILES``, plus ``tensorboard`` and ``checkpoint`` folders); returns the
     summary metrics. ``context``: extra MLflow tags."""
-    started = time.perf_counter()  # the cost's wall clock (afternoon.costs)
+    started = time.perf_counter()  # the cost's wall clock (afternoon.report.costs)
     # Distributed: the strategy or hvd.init(), this worker's share of the threads.
     process = distributed.start(spec, threads)
     data = load_npz(npz)
@@ -118,10 +121,10 @@ def train_job(
         checkpointer.clear()
         shutil.rmtree(outputs["tensorboard"], ignore_errors=True)
         raise
-    except tracking.Terminated as err:
+    except Terminated as err:
         saved = checkpointer.load()
         kept = f"the checkpoint of epoch {saved.epoch}" if saved else "no checkpoint yet"
-        raise tracking.Terminated(
+        raise Terminated(
             f"{run_name}: {err}; {kept} in {checkpointer.directory}: run again to resume"
         ) from None
     complete = tracked_before and not run.degraded

@@ -12,12 +12,11 @@ The stages use the names below; the submodules' other names are theirs.
 
 from afternoon.tracking.provenance import config_hash, provenance_tags
 from afternoon.tracking.records import read_run_record, record_pending, write_run_record
-from afternoon.tracking.runs import RunLogger, Terminated, TrackingError, init_store
+from afternoon.tracking.runs import RunLogger, TrackingError, init_store
 from afternoon.tracking.uris import resolve_tracking_uri
 
 __all__ = [
     "RunLogger",
-    "Terminated",
     "TrackingError",
     "config_hash",
     "init_store",

@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from afternoon.errors import AfternoonError
+from afternoon.errors import AfternoonError, Terminated
 from afternoon.fileio import write_json_atomic
 from afternoon.tracking.provenance import first_line, flatten_params, redact, strip_credentials
 from afternoon.tracking.records import SYNC_HINT
@@ -33,12 +33,6 @@ SQLITE_BUSY_TIMEOUT_S = 30  # sqlite waits up to this for another writer's lock 
 
 class TrackingError(AfternoonError):
     """The tracking store cannot be opened, or a run in it cannot be found."""
-
-
-class Terminated(KeyboardInterrupt):
-    """SIGTERM (Snakemake, a Slurm time limit) inside ``with RunLogger``: the run ends KILLED."""
-
-    signum = signal.SIGTERM
 
 
 def _sqlite_path(uri: str) -> Path | None:

@@ -8,17 +8,14 @@ process per job, so TensorFlow is configured once per process.
 from __future__ import annotations
 
 import logging
-import math
-import time
 from functools import partial
 from pathlib import Path
 
 import numpy as np
 
-from afternoon.checkpoint import CheckpointState
-from afternoon.errors import AfternoonError
-from afternoon.precision import NO_BF16, job_precision_of
 from afternoon.runtime import configure_tensorflow
+from afternoon.training.checkpoint import CheckpointState
+from afternoon.training.precision import NO_BF16, job_precision_of
 
 log = logging.getLogger(__name__)
 
@@ -27,10 +24,6 @@ log = logging.getLogger(__name__)
 # per-step cost (callbacks, the step function's dispatch) paid once per this many steps. The
 # epoch's last call runs the steps that are left.
 STEPS_PER_EXECUTION = 50
-
-
-class TrainingDiverged(AfternoonError):
-    """The loss became NaN or infinite."""
 
 
 # --- Input pipeline --------------------------------------------------------------------------
@@ -85,82 +78,26 @@ def make_dataset(
     return dataset.prefetch(PREFETCH_BATCHES).with_options(options)
 
 
-# --- Callbacks -------------------------------------------------------------------------------
+# --- Callbacks (training.callbacks: imported once TensorFlow is configured) -------------------
 
 
-def _callbacks(tf, spec: dict, has_validation: bool, tensorboard_dir: Path | None, on_epoch):
-    keras = tf.keras
+def _callbacks(spec: dict, has_validation: bool, tensorboard_dir: Path | None, on_epoch):
+    """The job's own callbacks (the process's come first) and its early stopping, if any."""
+    from afternoon.training.callbacks import EpochRecorder, ResumableEarlyStopping
+    from afternoon.zoo import early_stopping_settings
 
-    class EpochRecorder(keras.callbacks.Callback):
-        """Times each epoch, stops on a NaN loss (naming the epoch), forwards metrics."""
-
-        def on_epoch_begin(self, epoch, logs=None):
-            self.started = time.perf_counter()
-
-        def on_epoch_end(self, epoch, logs=None):
-            logs = dict(logs or {})
-            logs["epoch_time_s"] = time.perf_counter() - self.started
-            if spec.get("schedule"):  # the rate the last step of this epoch used
-                from afternoon.schedules import learning_rate_now
-
-                optimizer = self.model.optimizer
-                logs["lr"] = learning_rate_now(optimizer, step=optimizer.iterations - 1)
-            if not math.isfinite(logs.get("loss", 0.0)):
-                raise TrainingDiverged(
-                    f"{spec['name']} on {spec['dataset']}: loss became {logs['loss']} at epoch "
-                    f"{epoch + 1}; lower the learning rate or check the data"
-                )
-            if on_epoch:
-                on_epoch(epoch + 1, logs)
-
-    stopper = _early_stopping(keras, spec, has_validation) if spec.get("early_stopping") else None
-    callbacks = [EpochRecorder()] + ([stopper] if stopper else [])
+    stopper = None
+    if spec.get("early_stopping"):
+        settings = early_stopping_settings(spec["name"], spec["early_stopping"], has_validation)
+        stopper = ResumableEarlyStopping(**settings)
+    callbacks = [EpochRecorder(spec, on_epoch)] + ([stopper] if stopper else [])
     if tensorboard_dir is not None:
+        import tf_keras as keras
+
         # Weight histograms every epoch, as the seeds' TensorBoard callback (histogram_freq=1).
         board = keras.callbacks.TensorBoard(str(tensorboard_dir), histogram_freq=1, profile_batch=0)
         callbacks.append(board)
     return callbacks, stopper
-
-
-def _early_stopping(keras, spec: dict, has_validation: bool):
-    """Keras' EarlyStopping whose counters (and best weights) survive a stop and resume."""
-    from afternoon.zoo import early_stopping_settings
-
-    settings = early_stopping_settings(spec["name"], spec["early_stopping"], has_validation)
-
-    class ResumableEarlyStopping(keras.callbacks.EarlyStopping):
-        resumed: dict | None = None
-
-        def on_train_begin(self, logs=None):
-            super().on_train_begin(logs)
-            if self.resumed:
-                self.wait, self.best = self.resumed["wait"], self.resumed["best"]
-                self.best_epoch, self.best_weights = (
-                    self.resumed["best_epoch"],
-                    self.resumed_weights,
-                )
-
-        def state(self) -> dict:
-            return {"wait": self.wait, "best": float(self.best), "best_epoch": self.best_epoch}
-
-    return ResumableEarlyStopping(**settings)
-
-
-def _checkpoint_callback(tf, checkpointer, rows: list, stopper, process):
-    """Saves the job's state (``checkpoint.Checkpointer``) at the end of an epoch (every one,
-    unless they are so short that saving would cost more than 5 % of the time: the chief
-    decides for every worker); runs last."""
-
-    class EpochCheckpoint(tf.keras.callbacks.Callback):
-        def on_epoch_end(self, epoch, logs=None):
-            state = CheckpointState(epoch + 1, rows, stopped=bool(self.model.stop_training))
-            if stopper is not None:
-                state.early_stopping = stopper.state()
-            best = stopper.best_weights if stopper is not None else None
-            if process.agree(checkpointer.due() or self.model.stop_training):
-                checkpointer.save(tf, self.model, state, best_weights=best)
-
-    return EpochCheckpoint()
 
 
 def _resume(tf, model, checkpointer, resume: CheckpointState, stopper) -> None:
@@ -186,10 +123,11 @@ def train(
     (``distributed.start``: one process, a tf.distribute worker or a Horovod rank: its shard of
     the data, its optimizer and callbacks, its threads). ``on_epoch(epoch, logs)`` is called
     after each epoch.
-    ``checkpointer`` (``afternoon.checkpoint``): saved after every epoch; training continues from
+    ``checkpointer`` (``afternoon.training.checkpoint``): saved after every epoch; training
+    continues from
     its ``resumed`` state, if it has one.
     """
-    from afternoon.models import build_model, count_params
+    from afternoon.training.models import build_model, count_params
     from afternoon.zoo import architecture_of
 
     tf = configure_tensorflow(process.threads, spec["seed"], spec["deterministic"])
@@ -222,7 +160,7 @@ def train(
         if on_epoch:
             on_epoch(epoch, logs)
 
-    more, stopper = _callbacks(tf, spec, has_validation, tensorboard_dir, record)
+    more, stopper = _callbacks(spec, has_validation, tensorboard_dir, record)
     callbacks += more
     first_epoch = resume.epoch if resume else 0
     if resume:
@@ -230,7 +168,9 @@ def train(
             _resume(tf, model, checkpointer, resume, stopper)
         process.broadcast_variables(model)  # Horovod: rank 0's restored state everywhere.
     if checkpointer is not None:
-        callbacks.append(_checkpoint_callback(tf, checkpointer, rows, stopper, process))
+        from afternoon.training.callbacks import EpochCheckpoint
+
+        callbacks.append(EpochCheckpoint(tf, checkpointer, rows, stopper, process))
     if first_epoch < epochs and not (resume and resume.stopped):
         verbose = 2 if process.is_root else 0
         fit_epochs = range(first_epoch, epochs)

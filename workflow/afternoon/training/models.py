@@ -16,7 +16,8 @@ _KERAS_OPTIMIZER = {"adam": "Adam", "sgd": "SGD"}
 
 def build_optimizer(spec: dict, schedule=None):
     """A Keras 2 (tf_keras) Adam or SGD optimizer from a validated ``optimizer`` mapping; with
-    ``schedule`` (afternoon.schedules), its learning rate follows it (peaking at the spec's)."""
+    ``schedule`` (afternoon.training.schedules), its learning rate follows it (peaking at the
+    spec's)."""
     import tensorflow as tf
 
     kwargs = optimizer_settings(spec)  # defaults filled in; an unknown name is a ConfigError
@@ -24,7 +25,7 @@ def build_optimizer(spec: dict, schedule=None):
         kwargs["learning_rate"] = schedule
     optimizer = getattr(tf.keras.optimizers, _KERAS_OPTIMIZER[spec["name"]])(**kwargs)
     if spec["name"] == "adam":  # Keras' Adam, updating with TensorFlow's fused kernel
-        from afternoon.fused_adam import fuse_adam
+        from afternoon.training.fused_adam import fuse_adam
 
         fuse_adam(optimizer)
     return optimizer
@@ -104,7 +105,7 @@ def build_model(
         raise ConfigError(f"architecture {name!r}: last layer units != {num_classes} classes")
     schedule = None
     if arch.get("schedule"):
-        from afternoon.schedules import schedule_of
+        from afternoon.training.schedules import schedule_of
 
         if not steps_per_epoch:
             raise ConfigError(f"architecture {name!r}: a schedule needs the steps per epoch")

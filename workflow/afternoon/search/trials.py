@@ -21,66 +21,18 @@ import shutil
 import time
 from pathlib import Path
 
+import keras_tuner as kt
+from keras_tuner.engine.base_tuner import BaseTuner
+
 from afternoon import distributed, tracking
-from afternoon.checkpoint import Checkpointer, CheckpointState
-from afternoon.errors import AfternoonError, ConfigError
+from afternoon.errors import ConfigError, TrainingDiverged
 from afternoon.fileio import read_json, write_json_atomic
-from afternoon.search import objective_name, trial_architecture
-from afternoon.training import TrainingDiverged, train
+from afternoon.search.grammar import objective_name, trial_architecture
+from afternoon.search.state import PROJECT, TRIAL_CHECKPOINT, TRIAL_FILE, trial_dir
+from afternoon.training.checkpoint import Checkpointer, CheckpointState
+from afternoon.training.loop import train
 
 log = logging.getLogger(__name__)
-
-TUNER_DIR, TRIALS_DIR = "tuner", "trials"
-PROJECT = "oracle"  # Keras Tuner's project name inside TUNER_DIR
-MAX_CONSECUTIVE_FAILURES = 10  # then the oracle stops the search (e.g. every trial diverges)
-
-
-def hyperparameters(space: dict):
-    """A Keras Tuner ``HyperParameters`` with the search's space declared up front."""
-    import keras_tuner as kt
-
-    hp = kt.HyperParameters()
-    for path, spec in space.items():
-        sampling = spec.get("sampling", "linear")
-        if "choice" in spec:
-            values = spec["choice"]
-            if all(isinstance(v, bool) for v in values) and len(values) == 2:
-                hp.Boolean(path)
-            else:
-                hp.Choice(path, values, ordered=False)
-        elif "int" in spec:
-            hp.Int(path, *spec["int"], step=spec.get("step"), sampling=sampling)
-        else:
-            hp.Float(path, *spec["float"], step=spec.get("step"), sampling=sampling)
-    return hp
-
-
-def make_oracle(job: dict):
-    """The search's Keras Tuner oracle (not yet given its project directory)."""
-    import keras_tuner as kt
-
-    search = job["search"]
-    metric, direction = objective_name(job["name"], search)
-    ((kind, settings),) = search["algorithm"].items()
-    settings = settings or {}
-    common = dict(
-        objective=kt.Objective(metric, direction),
-        hyperparameters=hyperparameters(search["space"]),
-        seed=search.get("seed", job["seed"]),
-        tune_new_entries=False,
-        allow_new_entries=False,
-        max_consecutive_failed_trials=MAX_CONSECUTIVE_FAILURES,
-    )
-    if kind == "hyperband":
-        return kt.oracles.HyperbandOracle(
-            max_epochs=settings["max_epochs"],
-            factor=settings.get("factor", 3),
-            hyperband_iterations=settings.get("iterations", 1),
-            **common,
-        )
-    if kind == "random":
-        return kt.oracles.RandomSearchOracle(max_trials=settings["max_trials"], **common)
-    return kt.oracles.GridSearchOracle(max_trials=settings.get("max_trials"), **common)
 
 
 def trial_spec(job: dict, values: dict) -> dict:
@@ -114,36 +66,33 @@ class TrialContext:
 
     def __init__(self, job: dict, data: dict, card: dict, state_dir: Path, tracking: dict):
         self.job, self.data, self.card = job, data, card
-        self.trials_dir = Path(state_dir) / TRIALS_DIR
+        self.state_dir = Path(state_dir)
         self.tracking = tracking  # uri, experiment, parent_run_id
         self.threads = tracking.get("threads", 1)
 
 
-def make_runner(oracle, context: TrialContext, directory: Path):
-    """A Keras Tuner ``BaseTuner`` (its class made here: keras_tuner is imported lazily)."""
-    import keras_tuner as kt
-    from keras_tuner.engine.base_tuner import BaseTuner
+class TrialRunner(BaseTuner):
+    """A Keras Tuner ``BaseTuner`` whose ``run_trial`` trains the trial's architecture
+    (``run_one_trial``); a trial that diverges or does not fit fails alone."""
 
-    class TrialRunner(BaseTuner):
-        def __init__(self):
-            super().__init__(oracle, directory=str(directory), project_name=PROJECT)
-            create = self.oracle.create_trial
+    def __init__(self, oracle, context: TrialContext, directory: Path):
+        super().__init__(oracle, directory=str(directory), project_name=PROJECT)
+        self.context = context
+        create = self.oracle.create_trial
 
-            def create_trial(tuner_id):  # Keras Tuner's loop asks again at once when IDLE
-                trial = create(tuner_id)
-                if trial.status == "IDLE":
-                    time.sleep(0.5)
-                return trial
+        def create_trial(tuner_id):  # Keras Tuner's loop asks again at once when IDLE
+            trial = create(tuner_id)
+            if trial.status == "IDLE":
+                time.sleep(0.5)
+            return trial
 
-            self.oracle.create_trial = create_trial
+        self.oracle.create_trial = create_trial
 
-        def run_trial(self, trial, *args, **kwargs):
-            try:
-                return run_one_trial(context, trial.trial_id, trial.hyperparameters.values)
-            except (TrainingDiverged, ConfigError) as err:
-                raise kt.errors.FailedTrialError(str(err)) from None
-
-    return TrialRunner()
+    def run_trial(self, trial, *args, **kwargs):
+        try:
+            return run_one_trial(self.context, trial.trial_id, trial.hyperparameters.values)
+        except (TrainingDiverged, ConfigError) as err:
+            raise kt.errors.FailedTrialError(str(err)) from None
 
 
 def run_one_trial(context: TrialContext, trial_id: str, values: dict) -> dict:
@@ -154,14 +103,14 @@ def run_one_trial(context: TrialContext, trial_id: str, values: dict) -> dict:
     job = context.job
     metric, _ = objective_name(job["name"], job["search"])
     spec = {**trial_spec(job, values), "num_classes": len(context.card["class_names"])}
-    trial_dir = context.trials_dir / trial_id
-    checkpoint = trial_dir / "checkpoint"
+    folder = trial_dir(context.state_dir, trial_id)
+    checkpoint = folder / TRIAL_CHECKPOINT
     parent = values.get("tuner/trial_id")
     if parent and not checkpoint.exists():
-        shutil.copytree(context.trials_dir / parent / "checkpoint", checkpoint)
+        shutil.copytree(trial_dir(context.state_dir, parent) / TRIAL_CHECKPOINT, checkpoint)
     checkpointer = Checkpointer(checkpoint, _fingerprint(spec, context.card.get("npz_sha256")))
     checkpointer.resumed = checkpointer.load()
-    record_path = trial_dir / "trial.json"
+    record_path = folder / TRIAL_FILE
     record = read_json(record_path) if record_path.exists() else {}
     hp_values = dict(values)
     run = _child_run(context, trial_id, hp_values, record.get("run_id"))
@@ -223,7 +172,3 @@ def _child_run(context: TrialContext, trial_id: str, values: dict, run_id: str |
     return tracking.RunLogger.start(
         info["uri"], info["experiment"], name, mlflow_names(values), tags, offline_ok=True
     )
-
-
-class WorkerFailed(AfternoonError):
-    """A worker process of the search exited with an error."""

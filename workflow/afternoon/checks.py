@@ -1,10 +1,12 @@
 """The dry run's checks of a study's jobs, without TensorFlow or data: every architecture fits
 each dataset's images and classes (the dataset's layers override applied), early stopping on a
-validation metric has a validation split, and a distributed backend is installed.
+validation metric has a validation split, and a distributed job's backend is installed here and
+its ranks are placed by the configured nodes and tasks per node.
 ``models.build_model`` refuses exactly what ``check_input_fits`` refuses (tests/test_models.py)."""
 
 from __future__ import annotations
 
+import importlib.util
 import math
 
 from afternoon.errors import ConfigError
@@ -106,8 +108,6 @@ def check_jobs(config: dict, zoo: dict, names, jobs_env_here: bool = True) -> No
     distributed backend (they recompile the optimizer with their own warm-up), and
     (``jobs_env_here``: the jobs run in this Python's environment, not a conda one) a distributed
     backend is installed."""
-    from afternoon.distributed.checks import check_backend  # (the package imports this one)
-
     recipes = config["training"].get("recipes", SEED_RECIPES)
     runs = runs_by_dataset(config["datasets"], names)
     if recipes != SEED_RECIPES:
@@ -140,7 +140,7 @@ def precision_notes(config: dict, zoo: dict, names) -> list[str]:
     """One line per precision decision of the study's jobs on this machine (auto, or bf16 asked
     for on a CPU that emulates it): what the dry run says. Nothing for plain float32."""
     from afternoon.config import job_precision
-    from afternoon.precision import choose_precision
+    from afternoon.training.precision import choose_precision
 
     jobs: dict[tuple[str, str], list[str]] = {}
     recipes = config["training"].get("recipes", SEED_RECIPES)
@@ -155,3 +155,51 @@ def precision_notes(config: dict, zoo: dict, names) -> list[str]:
         "decides there and records it in its MLflow run (tag precision)"
         for (precision, why), runs in jobs.items()
     ]
+
+
+# --- Distributed jobs: without TensorFlow or Horovod ----------------------------------------
+
+
+def horovod_unavailable(why: str) -> str:
+    """The one line said when an architecture asks for backend horovod and it cannot load."""
+    return (
+        f"distributed.backend horovod is not available here ({why}): build Horovod 0.28.1 "
+        "(`make horovod`, see README) or use backend multi_worker (TensorFlow's own, no MPI)"
+    )
+
+
+def missing_backend(backend: str) -> str | None:
+    """Why ``backend`` cannot run in this Python (None: it can). Only horovod is optional; the
+    check finds the package without importing it (or TensorFlow)."""
+    if backend == "horovod" and importlib.util.find_spec("horovod") is None:
+        return "No module named 'horovod'"
+    return None
+
+
+def placement(training: dict, key: str) -> int | None:
+    """training.nodes or tasks_per_node as a number (a profile's config gives digits), or None."""
+    value = training.get(key)
+    return int(value) if value not in (None, "") else None
+
+
+def _check_placement(training: dict, name: str, ranks: int) -> None:
+    """training.nodes x tasks_per_node (when given) place exactly an architecture's ranks."""
+    nodes, per_node = placement(training, "nodes"), placement(training, "tasks_per_node")
+    wrong = per_node and (per_node < 2 or ranks % per_node or (nodes and nodes * per_node != ranks))
+    if ranks > 1 and wrong:
+        raise ConfigError(
+            f"config: training.tasks_per_node {per_node} (nodes {nodes}) cannot place the "
+            f"{ranks} ranks of architecture {name!r} (nodes x tasks_per_node must be the ranks, "
+            "at least 2 per node)"
+        )
+
+
+def check_backend(config: dict, name: str, dataset: str, settings: dict, jobs_env_here: bool):
+    """One line (ConfigError) when architecture ``name`` on ``dataset`` (its ``distributed``
+    ``settings``) cannot be placed, or (``jobs_env_here``) its backend is missing here."""
+    _check_placement(config["training"], name, settings["ranks"])
+    why = jobs_env_here and settings["ranks"] > 1 and missing_backend(settings["backend"])
+    if why:
+        raise ConfigError(
+            f"{config['zoo']}: architecture {name!r} on {dataset}: {horovod_unavailable(why)}"
+        )

@@ -1,20 +1,20 @@
-"""Hyperparameter searches (``config/searches.yaml``) without TensorFlow or Keras Tuner: their
-grammar, the dry run's checks, a trial's architecture from its values, Hyperband's arithmetic.
+"""The grammar of hyperparameter searches (``config/searches.yaml``), without TensorFlow or Keras
+Tuner: a search's keys and space checked (one line per mistake), a trial's architecture from its
+values.
 
 A search names a base architecture of the zoo and a space of hyperparameters, each a dotted path
 to a field of that architecture (``optimizer.learning_rate``, ``batch_size``,
-``layers[3].dropout.rate``); Keras Tuner's oracles (``afternoon.tuning``) pick the values.
+``layers[3].dropout.rate``); Keras Tuner's oracles (``afternoon.search.trials``) pick the values.
 """
 
 from __future__ import annotations
 
 import copy
-import math
 import re
 
+from afternoon.checks import check_input_fits
 from afternoon.errors import ConfigError
 from afternoon.registry import dataset_entry, dataset_names
-from afternoon.study_checks import check_input_fits
 from afternoon.zoo import (
     ARCHITECTURE_PATTERN,
     LAYER_KEYS,
@@ -33,7 +33,6 @@ SAMPLINGS = ("linear", "log")
 SEARCH_KEYS = ("description", "base", "datasets", "objective", "seed", "workers", "algorithm")
 SEARCH_KEYS += ("space",)
 OBJECTIVES = {"val_accuracy": "max", "val_loss": "min", "accuracy": "max", "loss": "min"}
-DEFAULT_WORKERS = 2
 _PATH = re.compile(r"^(?:layers\[(\d+)\]\.(\w+)\.(\w+)|optimizer\.(\w+)|(batch_size))$")
 
 
@@ -253,68 +252,3 @@ def trial_architecture(base_arch: dict, values: dict) -> dict:
             set_field(arch, path, value)
     _drop_foreign_optimizer_keys(arch)
     return arch
-
-
-# --- Hyperband's arithmetic (Keras Tuner's HyperbandOracle, min_epochs 1) ---------------------
-
-
-def hyperband_brackets(max_epochs: int, factor: int) -> list[list[tuple[int, int]]]:
-    """Per bracket (most rounds first), per round: (trials, epochs each trains to)."""
-    brackets, epochs = 0, max_epochs
-    while epochs >= 1:
-        epochs, brackets = epochs / factor, brackets + 1
-    end_size = math.ceil(1 + math.log(max_epochs, factor))
-    plan = []
-    for bracket in reversed(range(brackets)):
-        rounds = []
-        for rnd in range(bracket + 1):
-            size = math.ceil(end_size / (bracket + 1) * factor ** (bracket - rnd))
-            rounds.append((size, math.ceil(max_epochs / factor ** (bracket - rnd))))
-        plan.append(rounds)
-    return plan
-
-
-def hyperband_trials(max_epochs: int, factor: int, iterations: int = 1) -> int:
-    """How many trials Hyperband runs (when the space never runs out of new values)."""
-    plan = hyperband_brackets(max_epochs, factor)
-    return iterations * sum(size for rounds in plan for size, _ in rounds)
-
-
-def search_job(config: dict, zoo: dict, searches: dict, name: str, dataset: str) -> dict:
-    """Everything one tune job needs and nothing else (its rerun trigger): the search, its base
-    architecture on ``dataset`` (epochs scaled as the study's), seed and training settings.
-    Editing another zoo entry or search leaves it unchanged."""
-    from afternoon.config import job_precision, scaled_epochs
-
-    search = searches[name]
-    arch = architecture_for(zoo, search["base"], dataset)
-    arch["epochs"] = scaled_epochs(arch["epochs"], config["training"])
-    training = config["training"]
-    return {
-        "name": name,
-        "dataset": dataset,
-        "base": search["base"],
-        "search": search,
-        "arch": arch,
-        "seed": search.get("seed", config["seed"]),
-        "precision": job_precision(training, arch),
-        "deterministic": training["deterministic"],
-    }
-
-
-def workers_of(search: dict) -> int:
-    return int(search.get("workers", DEFAULT_WORKERS))
-
-
-def check_search_jobs(config: dict, searches: dict) -> None:
-    """The dry run's checks of the selected searches: each is in the file, and an objective on
-    the validation split (val_*) has one."""
-    file = config["searches"]["file"]
-    for name in config["searches"]["run"]:
-        if name not in searches:
-            known = ", ".join(searches) or "none"
-            raise ConfigError(f"config: searches.run: {name!r} is not in {file} (known: {known})")
-        objective, _ = objective_name(name, searches[name])
-        if objective.startswith("val_") and config["data"]["validation_fraction"] <= 0:
-            raise ConfigError(f"{file}: search {name!r}, objective: {objective!r} needs a "
-                              "validation split (data.validation_fraction > 0)")  # fmt: skip

@@ -8,6 +8,9 @@
   (``sacct``: elapsed seconds x allocated TRES): ``cost_slurm_cpu_s`` and, with GPUs allocated,
   ``cost_slurm_gpu_s`` (``slurm_cost``, called by the evaluation job, which runs after it).
   ``cost_of`` picks the one a report compares: Slurm's GPU, then Slurm's CPU, GPU, core seconds.
+- The report's view of them: per run its device, its cost and its time per 60,000-sample epoch
+  beside the seeds' GPU timing; per dataset the Pareto front of test accuracy against cost (the
+  architectures no other beats on both; drawn by ``plots.plot_pareto``).
 """
 
 from __future__ import annotations
@@ -18,6 +21,8 @@ import platform
 import subprocess
 import time
 from pathlib import Path
+
+import pandas as pd
 
 log = logging.getLogger(__name__)
 
@@ -130,3 +135,62 @@ def slurm_cost(job_id: str, sacct: str = "sacct", attempts: int = 6, wait_s: flo
     reason = done.stderr.strip().splitlines()[-1] if done.stderr.strip() else "not ended"
     log.warning(NO_ACCOUNTING, job_id, reason)
     return {}
+
+
+# --- The report's cost view: per run its cost and time per 60k epoch, per dataset its front ---
+
+
+EPOCH_SAMPLES = 60_000  # the seeds' timings are per 60,000-sample (MNIST) epoch
+
+
+def cost_columns(arch: dict, train: dict, evaluation: dict) -> dict:
+    """The cost columns of one run's score row: ``cost`` and ``cost_unit`` (``cost_of``:
+    the evaluation's Slurm accounting first, then training's own), ``device``, our seconds per
+    60,000-sample epoch and the seeds' (``seed_gpu_seconds_per_epoch`` of the zoo)."""
+    found = cost_of({**train, **evaluation})
+    rate = train.get("train_samples_per_s")
+    return {
+        "cost": found[0] if found else None,
+        "cost_unit": found[1] if found else "",
+        "device": train.get("device", "unknown"),
+        "s_per_60k_epoch": EPOCH_SAMPLES / rate if rate else None,
+        "seed_gpu_s_per_epoch": arch.get("seed_gpu_seconds_per_epoch"),
+    }
+
+
+def pareto_front(runs: pd.DataFrame) -> pd.Series:
+    """True for each run (rows with ``cost`` and ``test_accuracy_pct``) that no other run beats
+    on both: none as accurate for less, or more accurate for as little. Runs without a cost are
+    never on the front."""
+    known = runs.dropna(subset=["cost"])
+    on_front = pd.Series(False, index=runs.index)
+    for index, run in known.iterrows():
+        cheaper_or_equal = known["cost"] <= run["cost"]
+        as_good = known["test_accuracy_pct"] >= run["test_accuracy_pct"]
+        strictly = (known["cost"] < run["cost"]) | (
+            known["test_accuracy_pct"] > run["test_accuracy_pct"]
+        )
+        on_front[index] = not (cheaper_or_equal & as_good & strictly).any()
+    return on_front
+
+
+def device_rows(long: pd.DataFrame) -> list[dict]:
+    """Per run (dataset, architecture): its device, cost and seconds per 60k epoch, ours and the
+    seeds', and whether it is on its dataset's Pareto front: the report's cost table."""
+    fronts = pd.concat([pareto_front(group) for _, group in long.groupby("dataset", sort=False)])
+    rows = []
+    for index, run in long.iterrows():
+        cost = "–" if pd.isna(run["cost"]) else f"{run['cost']:,.0f} {run['cost_unit']}"
+        ours, seeds = run["s_per_60k_epoch"], run["seed_gpu_s_per_epoch"]
+        rows.append(
+            dict(
+                dataset=run["dataset"],
+                architecture=run["architecture"],
+                device=run["device"],
+                cost=cost,
+                ours="–" if pd.isna(ours) else f"{ours:.1f}",
+                seeds="–" if pd.isna(seeds) else f"{seeds:g}",
+                front=bool(fronts[index]),
+            )
+        )
+    return rows

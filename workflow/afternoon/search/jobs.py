@@ -1,0 +1,50 @@
+"""A study's searches as jobs, without TensorFlow or Keras Tuner: what one tune job gets (its
+rerun trigger), its workers, and the dry run's checks of the selected searches."""
+
+from __future__ import annotations
+
+from afternoon.errors import ConfigError
+from afternoon.search.grammar import objective_name
+from afternoon.zoo import architecture_for
+
+DEFAULT_WORKERS = 2
+
+
+def search_job(config: dict, zoo: dict, searches: dict, name: str, dataset: str) -> dict:
+    """Everything one tune job needs and nothing else (its rerun trigger): the search, its base
+    architecture on ``dataset`` (epochs scaled as the study's), seed and training settings.
+    Editing another zoo entry or search leaves it unchanged."""
+    from afternoon.config import job_precision, scaled_epochs
+
+    search = searches[name]
+    arch = architecture_for(zoo, search["base"], dataset)
+    arch["epochs"] = scaled_epochs(arch["epochs"], config["training"])
+    training = config["training"]
+    return {
+        "name": name,
+        "dataset": dataset,
+        "base": search["base"],
+        "search": search,
+        "arch": arch,
+        "seed": search.get("seed", config["seed"]),
+        "precision": job_precision(training, arch),
+        "deterministic": training["deterministic"],
+    }
+
+
+def workers_of(search: dict) -> int:
+    return int(search.get("workers", DEFAULT_WORKERS))
+
+
+def check_search_jobs(config: dict, searches: dict) -> None:
+    """The dry run's checks of the selected searches: each is in the file, and an objective on
+    the validation split (val_*) has one."""
+    file = config["searches"]["file"]
+    for name in config["searches"]["run"]:
+        if name not in searches:
+            known = ", ".join(searches) or "none"
+            raise ConfigError(f"config: searches.run: {name!r} is not in {file} (known: {known})")
+        objective, _ = objective_name(name, searches[name])
+        if objective.startswith("val_") and config["data"]["validation_fraction"] <= 0:
+            raise ConfigError(f"{file}: search {name!r}, objective: {objective!r} needs a "
+                              "validation split (data.validation_fraction > 0)")  # fmt: skip
