@@ -2,8 +2,8 @@
 
 tf_keras' Adam (Keras 2.11 on) updates a variable with about ten element-wise ops, each one a
 pass over the variable and its two moments; the kernel Keras' older Adam used does the same
-arithmetic in one pass (keras #19307: the newer optimizers are the slower ones). On these CPUs
-that is a quarter of a dense net's training step (BENCHMARKS.md, "Epoch throughput").
+arithmetic in one pass (keras #19307: the newer optimizers are the slower ones). What the
+pipeline's dense nets gain with it: BENCHMARKS.md, "Epoch throughput".
 
 ``fuse_adam`` swaps the update of one optimizer object and nothing else: it stays Keras' own
 Adam, so its configuration, its slot variables, a saved model and the checkpoints are stock

@@ -1,7 +1,7 @@
 """Which precision a job computes in, and why: ``auto`` (the fast recipes) is mixed_bfloat16 only
 where the hardware computes in bfloat16 (a CPU with AMX-BF16 or AVX512-BF16, a GPU of compute
 capability 8.0 or newer), else float32: on a CPU without them TensorFlow emulates bf16, many times
-slower than float32 (tensorflow #45441; measured here: cnn_dropout 11x slower on an AMD EPYC).
+slower than float32 (tensorflow #45441).
 
 TensorFlow-free, so the dry run says what a job on this machine will use; the job decides again
 where it runs (a cluster node may differ) and records the decision in its MLflow run.
