@@ -16,7 +16,7 @@ GROUND = {"errors", "fileio", "layout", "registry", "runtime", "npz", "formats",
 ARROWS = {
     "zoo": set(),
     "config": {"zoo"},
-    "checks": {"zoo"},
+    "checks": {"zoo", "config", "training"},
     "tracking": set(),
     "training": set(),
     "distributed": {"training", "zoo", "checks"},
