@@ -105,6 +105,12 @@ POOL = {"maxpool2d": {"pool_size": 2}}
 CONFIG_CASES = {
     "unknown key": ({"training": {"epochz": 3}}, None, ["unknown key training.epochz"]),
     "wrong type": ({"seed": "abc"}, None, ["key seed", "'abc' is not of type 'integer'"]),
+    # what `--config training='{max_epochs: 1}'` passes: Snakemake reads a mapping's values as text
+    "number as text": (
+        {"training": {"max_epochs": "1"}},
+        None,
+        ["training.max_epochs", "'1' is not of type 'integer', 'null'"],
+    ),
     "zero max_epochs": ({"training": {"max_epochs": 0}}, None, ["training.max_epochs", "0"]),
     "negative epochs_scale": (
         {"training": {"epochs_scale": -1}},

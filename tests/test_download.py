@@ -248,12 +248,54 @@ def test_mirror_directory_missing(tmp_path, dest_dir):
     assert os.listdir(dest_dir) == []
 
 
-def test_mirror_file_missing_names_path(tmp_path, dest_dir):
+def test_mirror_file_missing_and_canonical_url_down_names_both(tmp_path, dest_dir):
     (tmp_path / "mirror").mkdir()
     entry = {"name": "a.gz", "url": "http://127.0.0.1:9/a.gz", "size": 1, "sha256": "0" * 64}
     with pytest.raises(DownloadError) as err:
         fetch_file(entry, dest_dir / "a.gz", str(tmp_path / "mirror"), dataset="toy", **FAST)
-    assert str(tmp_path / "mirror/toy/a.gz") in str(err.value)
+    message = str(err.value)
+    assert "\n" not in message
+    assert message.startswith(f"mirror file {tmp_path / 'mirror/toy/a.gz'} does not exist; ")
+    assert "its canonical URL: could not reach http://127.0.0.1:9/a.gz" in message
+    assert os.listdir(dest_dir) == []
+
+
+def test_a_dataset_the_mirror_lacks_comes_from_its_canonical_urls(www, tmp_path, dest_dir):
+    """The README's mirror of Fashion-MNIST alone: the other datasets' files are fetched from
+    their canonical URLs and checked against the published sha256."""
+    server, entries = www  # the canonical URLs
+    make_file(tmp_path / "mirror", "other/a.gz", seed=9)  # the mirror holds another dataset only
+    manifest = download_dataset(
+        "toy", dest_dir, tmp_path / "m.json", str(tmp_path / "mirror"), entries=entries, **FAST
+    )
+    assert manifest["sources"] == [e["url"] for e in entries]
+    assert server.count("/toy/a.gz") == server.count("/toy/b.gz") == 1
+    for record, entry in zip(manifest["files"], entries, strict=True):
+        assert record["check"] == "sha256"
+        assert sha256_of(record["path"]) == entry["sha256"]
+
+
+def test_a_file_an_http_mirror_answers_404_comes_from_its_canonical_url(www, tmp_path, dest_dir):
+    server, (a, _) = www
+    (tmp_path / "empty").mkdir()
+    with LoopbackServer(tmp_path / "empty") as mirror:  # 404 for every file
+        fetch_file(a, dest_dir / "a.gz", mirror.base_url, dataset="toy", **FAST)
+        assert mirror.count("/toy/a.gz") == 1
+    assert server.count("/toy/a.gz") == 1
+    assert sha256_of(dest_dir / "a.gz") == a["sha256"]
+
+
+def test_the_canonical_url_fallback_takes_no_recompressed_copy(tmp_path, dest_dir):
+    """Only a mirror's copy may be recompressed: what the canonical URL sends is the published
+    file, or an error."""
+    entry, copy = recompressed_pair(tmp_path, "toy/a.gz")
+    (tmp_path / "www/toy").mkdir(parents=True)
+    (tmp_path / "www/toy/a.gz").write_bytes(copy)
+    (tmp_path / "mirror").mkdir()
+    with LoopbackServer(tmp_path / "www") as server:
+        entry["url"] = server.url("toy/a.gz")
+        with pytest.raises(DownloadError, match="wrong size|sha256 mismatch"):
+            fetch_file(entry, dest_dir / "a.gz", str(tmp_path / "mirror"), dataset="toy", **FAST)
     assert os.listdir(dest_dir) == []
 
 

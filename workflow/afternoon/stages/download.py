@@ -13,6 +13,11 @@ destination with ``os.replace``; a failed
 fetch leaves neither the temporary file nor a destination behind. Transient HTTP failures
 (connection refused/reset, timeouts, HTTP 5xx) are retried with exponential backoff; HTTP 4xx and
 verification failures are not retried (a server that sends wrong bytes once sends them again).
+
+A mirror need not hold every dataset: a file it does not have (no such file in a mirror directory
+that exists, or HTTP 404 from an http(s) mirror) is fetched from its canonical URL instead, with a
+warning, and checked against the published sha256 only. A mirror directory that does not exist is
+an error (a mistyped ``data.mirror`` must not send the study to the internet unnoticed).
 """
 
 import argparse
@@ -146,6 +151,10 @@ def _is_transient(exc: Exception) -> bool:
     return isinstance(exc, TRANSIENT)
 
 
+class _NotThere(DownloadError):
+    """The file is not at that place (HTTP 404, or no such file in a mirror directory)."""
+
+
 def _http_get(url: str, tmp: Path, retries: int, backoff: float, timeout: float, progress: bool):
     """Download ``url`` into ``tmp`` via pooch, retrying transient failures ``retries`` times."""
     downloader = pooch.HTTPDownloader(progressbar=progress, timeout=timeout)
@@ -157,7 +166,8 @@ def _http_get(url: str, tmp: Path, retries: int, backoff: float, timeout: float,
         except requests.RequestException as exc:
             reason = _reason(exc)
             if isinstance(exc, requests.HTTPError) and not _is_transient(exc):
-                raise DownloadError(f"{reason} for {url}") from exc
+                missing = exc.response is not None and exc.response.status_code == 404
+                raise (_NotThere if missing else DownloadError)(f"{reason} for {url}") from exc
             if not _is_transient(exc):
                 raise DownloadError(f"could not fetch {url}: {reason}") from exc
             if attempt == attempts - 1:
@@ -185,7 +195,7 @@ def _copy_from_mirror(root: Path, parts: list[str], tmp: Path) -> str:
         raise DownloadError(f"mirror directory {root} does not exist")
     src = root.joinpath(*parts)
     if not src.is_file():
-        raise DownloadError(f"mirror file {src} does not exist")
+        raise _NotThere(f"mirror file {src} does not exist")
     try:
         shutil.copyfile(src, tmp)
     except OSError as exc:
@@ -211,7 +221,8 @@ def fetch_file(
     A ``dest`` that already matches is used without network access; one that does not is deleted
     and fetched again. With ``mirror_base`` the file is ``<mirror_base>/<dataset>/<name>``
     (``<dataset>/`` left out when ``dataset`` is None): an http(s) URL is downloaded, a directory
-    or ``file://`` URL is copied. ``retries`` counts the extra attempts after the first on
+    or ``file://`` URL is copied; a file the mirror does not have comes from the entry's canonical
+    URL. ``retries`` counts the extra attempts after the first on
     transient HTTP errors, waiting ``backoff * 2**attempt`` seconds before each.
     """
     opts = (dataset, retries, backoff, timeout, progress)
@@ -224,19 +235,47 @@ def _fetch(entry, dest, mirror_base, dataset, retries, backoff, timeout, progres
     if check := _is_cached(entry, dest):
         log.info("cached %s", dest)
         return dest, "cached", check
-    parts = [p for p in (dataset, entry["name"]) if p]
-    local = _local_mirror(mirror_base) if mirror_base else None
+    http = (retries, backoff, timeout, progress)
     with atomic_path(dest) as tmp:  # renamed onto dest only if verify() passes
-        if local is not None:
-            log.info("copying %s from mirror %s -> %s", entry["name"], local, dest)
-            source = _copy_from_mirror(local, parts, tmp)
+        from_mirror = False
+        if mirror_base:
+            parts = [p for p in (dataset, entry["name"]) if p]
+            try:
+                source, from_mirror = _from_mirror(mirror_base, parts, dest, tmp, http), True
+            except _NotThere as missing:
+                log.warning("%s: fetching %s from its canonical URL", missing, entry["name"])
+                source = _from_canonical(entry["url"], dest, tmp, http, f"{missing}; ")
         else:
-            source = "/".join([mirror_base.rstrip("/"), *parts]) if mirror_base else entry["url"]
-            log.info("fetching %s -> %s", source, dest)
-            _http_get(source, tmp, retries, backoff, timeout, progress)
-        check = verify(tmp, entry, source, recompressed_ok=mirror_base is not None)
+            source = _from_canonical(entry["url"], dest, tmp, http)
+        check = verify(tmp, entry, source, recompressed_ok=from_mirror)
     log.info("verified %s: %s", dest, CHECKS[check])
     return dest, source, check
+
+
+def _from_mirror(mirror_base: str, parts: list[str], dest: Path, tmp: Path, http: tuple) -> str:
+    """Copy or download ``<mirror_base>/<parts...>`` into ``tmp``; returns where it came from.
+    Raises ``_NotThere`` when the mirror does not have the file."""
+    local = _local_mirror(mirror_base)
+    if local is not None:
+        log.info("copying %s from mirror %s -> %s", parts[-1], local, dest)
+        return _copy_from_mirror(local, parts, tmp)
+    source = "/".join([mirror_base.rstrip("/"), *parts])
+    log.info("fetching %s -> %s", source, dest)
+    _http_get(source, tmp, *http)
+    return source
+
+
+def _from_canonical(url: str, dest: Path, tmp: Path, http: tuple, why: str = "") -> str:
+    """Download the canonical ``url`` into ``tmp``; a failure's message starts with ``why``
+    (the mirror's reason for not serving the file, when it was asked first)."""
+    log.info("fetching %s -> %s", url, dest)
+    try:
+        _http_get(url, tmp, *http)
+    except DownloadError as exc:
+        if not why:
+            raise
+        raise DownloadError(f"{why}its canonical URL: {exc}") from exc
+    return url
 
 
 def download_dataset(
