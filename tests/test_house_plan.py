@@ -5,6 +5,7 @@ function (Keras callbacks and tuners are module-level classes)."""
 import ast
 
 import pytest
+
 from helpers.paths import WORKFLOW
 
 PACKAGE = WORKFLOW / "afternoon"
@@ -50,7 +51,9 @@ def imports_of(tree: ast.Module) -> set[str]:
                 names |= {f"{base}.{alias.name}" for alias in node.names}
         elif isinstance(node, ast.Import):
             names |= {
-                a.name.removeprefix("afternoon.") for a in node.names if a.name.startswith("afternoon.")
+                a.name.removeprefix("afternoon.")
+                for a in node.names
+                if a.name.startswith("afternoon.")
             }
     return names
 

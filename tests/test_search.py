@@ -159,3 +159,42 @@ def test_editing_the_search_reruns_it_and_the_zoo_only_what_uses_it(study_copy):
     base["cnn1"]["batch_size"] = 16
     zoo_path.write_text(yaml.safe_dump(base))
     assert "tune" in dry_run_jobs(study_copy) and "train" not in dry_run_jobs(study_copy)
+
+
+def test_the_hparams_dashboard_holds_every_trial_as_tensorboard_reads_it(search_study):
+    """The search's tensorboard/ folder, read by TensorBoard's own event multiplexer and the
+    HParams plugin's parsers: the experiment (the space's three hyperparameters with their
+    domains, the objective) and one session per trial with its values, objective and status."""
+    from tensorboard.backend.event_processing.plugin_event_multiplexer import EventMultiplexer
+    from tensorboard.plugins.hparams import api_pb2, metadata
+
+    folder = search_dir(search_study, SEARCH) / "tensorboard"
+    events = EventMultiplexer()
+    events.AddRunsFromDirectory(str(folder))
+    events.Reload()
+    content = events.PluginRunToTagToContent(metadata.PLUGIN_NAME)
+    experiment = metadata.parse_experiment_plugin_data(content["."][metadata.EXPERIMENT_TAG])
+    infos = {info.name: info for info in experiment.hparam_infos}
+    assert set(infos) == {"optimizer.learning_rate", "layers[3].dense.units",
+                          "layers[0].conv2d.padding"}  # fmt: skip
+    rate = infos["optimizer.learning_rate"].domain_interval
+    assert (rate.min_value, rate.max_value) == (0.003, 0.3)
+    padding = infos["layers[0].conv2d.padding"]
+    assert [v.string_value for v in padding.domain_discrete.values] == ["valid", "same"]
+    assert [m.name.tag for m in experiment.metric_infos] == ["val_accuracy"]
+    trials = trials_of(search_study).set_index("trial_id")
+    sessions = {run: tags for run, tags in content.items() if run != "."}
+    assert set(sessions) == {f"trial-{trial_id}" for trial_id in trials.index}
+    for run, tags in sessions.items():
+        trial = trials.loc[run.removeprefix("trial-")]
+        start = metadata.parse_session_start_info_plugin_data(tags[metadata.SESSION_START_INFO_TAG])
+        assert start.hparams["layers[3].dense.units"].number_value == trial["layers[3].dense.units"]
+        assert (
+            start.hparams["layers[0].conv2d.padding"].string_value
+            == trial["layers[0].conv2d.padding"]
+        )
+        end = metadata.parse_session_end_info_plugin_data(tags[metadata.SESSION_END_INFO_TAG])
+        assert end.status == api_pb2.STATUS_SUCCESS
+        (scalar,) = events.Tensors(run, "val_accuracy")
+        assert scalar.step == trial["epochs"]
+        assert float(scalar.tensor_proto.float_val[0]) == pytest.approx(trial["objective"])

@@ -66,13 +66,13 @@ def atomic_path(target: str | Path) -> Iterator[Path]:
         with naming_write_errors(target, tmp):
             yield tmp
             if tmp.exists():  # mkstemp makes 0600 files: give the result the usual umask mode
-                os.chmod(tmp, 0o666 & ~_umask())
+                os.chmod(tmp, 0o666 & ~current_umask())
             os.replace(tmp, target)
     finally:
         tmp.unlink(missing_ok=True)
 
 
-def _umask() -> int:
+def current_umask() -> int:
     mask = os.umask(0o22)
     os.umask(mask)
     return mask

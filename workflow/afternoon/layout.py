@@ -14,8 +14,9 @@ explicit paths it reads and writes; no other module names these folders::
                                          tensorboard/ and, while it trains, checkpoint/
       eval/<dataset>/<arch>/           evaluate: metrics.json confusion_matrix.{csv,png}
                                          per_class.csv misclassified.{png,csv}
-      search/<name>/<dataset>/         tune: trials.csv summary.json best.yaml best_spec.json and
-                                         state/ (Keras Tuner's oracle, trials/<id>/: checkpoints)
+      search/<name>/<dataset>/         tune: trials.csv summary.json best.yaml best_spec.json
+                                         tensorboard/ (the HParams dashboard) and state/ (Keras
+                                         Tuner's oracle, trials/<id>/: checkpoints)
       search/<name>/<dataset>/best/    train_search_best: the best trial retrained (train's files)
       search/<name>/<dataset>/best-eval/  evaluate_search_best: evaluate's files
       report/                          report: index.html scores.csv scores.md
@@ -59,7 +60,10 @@ SEARCH_FILES = {  # a search's outputs (the tune rule's output keys)
     "summary": "summary.json",
     "best": "best.yaml",
     "best_spec": "best_spec.json",
+    "tensorboard": TENSORBOARD,  # the HParams dashboard's folder (search.hparams)
 }
+# How to open every run's TensorBoard logs (the Makefile's target; the report says it).
+TENSORBOARD_COMMAND = "make tensorboard"
 PENDING = "pending"  # beside the tracking marker: the ledger sync-tracking reads
 
 

@@ -13,7 +13,12 @@ rule tune:
         card=LAYOUT.card("{dataset}"),
         tracking=rules.init_tracking.output.marker,
     output:
-        **LAYOUT.search_outputs("{search}", "{dataset}"),
+        **{
+            name: path
+            for name, path in LAYOUT.search_outputs("{search}", "{dataset}").items()
+            if name != "tensorboard"
+        },
+        tensorboard=directory(LAYOUT.search_outputs("{search}", "{dataset}")["tensorboard"]),
     log:
         LAYOUT.log("tune", "{search}", "{dataset}"),
     conda:
@@ -35,7 +40,8 @@ rule tune:
         "{params.launcher} python -m afternoon.cli tune --spec {params.spec:q} --npz {input.npz}"
         " --card {input.card} --tracking {input.tracking} --state {params.state}"
         " --workers {params.workers} --threads {threads} --trials {output.trials}"
-        " --summary {output.summary} --best {output.best} --best-spec {output.best_spec} > {log} 2>&1"
+        " --summary {output.summary} --best {output.best} --best-spec {output.best_spec}"
+        " --tensorboard {output.tensorboard} > {log} 2>&1"
 
 
 # The best trial's full recipe (best_spec.json: the zoo entry best.yaml as a training spec),

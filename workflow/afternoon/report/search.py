@@ -13,6 +13,7 @@ from pathlib import Path
 import pandas as pd
 
 from afternoon.fileio import read_json
+from afternoon.layout import TENSORBOARD_COMMAND
 from afternoon.report.plots import brackets_figure, data_uri, objective_figure
 
 
@@ -52,6 +53,8 @@ def search_sections(searches: list[dict]) -> list[dict]:
                 columns=columns,
                 rows=[[_fmt(row[c]) for c in columns] for _, row in trials.iterrows()],
                 best_trial=summary["best_trial"],
+                tensorboard_command=f"{TENSORBOARD_COMMAND} TENSORBOARD_LOGDIR="
+                f"{paths['tune']['tensorboard']}",
                 objective_png=data_uri(objective_figure(trials, summary["objective"], title)),
                 brackets_png=data_uri(brackets_figure(trials, f"{title}: Hyperband brackets"))
                 if hyperband

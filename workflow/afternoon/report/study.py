@@ -15,6 +15,7 @@ import pandas as pd
 
 from afternoon.errors import DataFormatError
 from afternoon.fileio import atomic_path, read_json, write_text_atomic
+from afternoon.layout import TENSORBOARD_COMMAND
 from afternoon.report.costs import cost_columns, device_rows
 from afternoon.report.plots import data_uri, plot_learning_curves, plot_overfitting, plot_pareto
 from afternoon.report.search import search_sections
@@ -43,8 +44,6 @@ COLUMNS = {
     "device": (None, None),
     "train_minus_test_pp": (None, None),  # the overfitting figure's numbers
 }
-# How to open every run's TensorBoard logs (the Makefile's target; the report says it).
-TENSORBOARD_COMMAND = "make tensorboard"
 TRAIN_KEYS = ("final_accuracy", "parameters", "epochs_run", "epochs_planned", "train_time_s")
 EVAL_KEYS = ("test_accuracy", "test_loss", "inference_images_per_s")
 

@@ -1,6 +1,7 @@
 """A finished search's results, written by its chief: the trials table (trials.csv), the summary
 (summary.json), the best trial as a complete zoo entry (best.yaml) and as the training spec of
-its retraining (best_spec.json); the best trial's MLflow run tagged."""
+its retraining (best_spec.json), TensorBoard's HParams dashboard (``hparams``); the best trial's
+MLflow run tagged."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from afternoon import tracking
 from afternoon.errors import WorkerFailed
 from afternoon.fileio import write_json_atomic, write_text_atomic
 from afternoon.search.grammar import objective_name
+from afternoon.search.hparams import write_hparams
 from afternoon.search.oracles import hyperband_trials
 from afternoon.search.state import drop_checkpoints, trial_row
 from afternoon.search.trials import trial_spec
@@ -78,6 +80,7 @@ def write_results(job: dict, oracle, state_dir: Path, args, parent) -> dict:
         tracking.RunLogger.resume(parent.uri, best_row["run_id"], offline_ok=True).set_tags(
             {"afternoon.best_trial": "true"}
         )
+    write_hparams(Path(args.tensorboard), summary, job["search"]["space"], rows)
     write_json_atomic(Path(args.summary), summary)
     drop_checkpoints(state_dir)  # the search is done
     return summary
