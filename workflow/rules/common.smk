@@ -16,7 +16,15 @@ from afternoon import export_package_path
 
 export_package_path(PACKAGE_DIR)
 
-from afternoon.config import architectures_of, check_against_schema, job_spec, load_yaml, load_zoo, study_runs
+from afternoon.config import (
+    architectures_of,
+    check_against_schema,
+    job_spec,
+    load_yaml,
+    load_zoo,
+    study_runs,
+    typed_command_line_values,
+)
 from afternoon.checks import placement
 from afternoon.errors import AfternoonError
 from afternoon.layout import Layout
@@ -42,6 +50,8 @@ EVAL = LAYOUT.eval_outputs("{dataset}", "{arch}")
 
 try:
     # One line naming the key and the reason; Snakemake's own validate() then fills in defaults.
+    # (A --config mapping's values arrive as strings: typed as the schema says first.)
+    config.update(typed_command_line_values(config, load_yaml(SCHEMA)))
     check_against_schema(config, load_yaml(SCHEMA))
     validate(config, SCHEMA)
     ZOO = load_zoo(config["zoo"])
