@@ -4,6 +4,7 @@ import gzip
 import hashlib
 import json
 import os
+import re
 import socket
 from pathlib import Path
 
@@ -95,7 +96,7 @@ def test_checksum_mismatch_names_url_and_both_hashes(www, dest_dir):
     server, (a, _) = www
     actual = a["sha256"]
     bad = {**a, "sha256": "0" * 64}
-    with pytest.raises(DownloadError) as err:
+    with pytest.raises(DownloadError, match="0" * 64) as err:
         fetch_file(bad, dest_dir / "a.gz", **FAST)
     msg = str(err.value)
     assert a["url"] in msg and "0" * 64 in msg and actual in msg
@@ -134,7 +135,7 @@ def test_html_detection_ignores_case_and_whitespace(tmp_path):
 def test_404_fails_fast(www, dest_dir):
     server, (a, _) = www
     server.fail("/toy/a.gz", 404)
-    with pytest.raises(DownloadError) as err:
+    with pytest.raises(DownloadError, match="^HTTP 404 for ") as err:
         fetch_file(a, dest_dir / "a.gz", **FAST)
     assert str(err.value) == f"HTTP 404 for {a['url']}"
     assert server.count("/toy/a.gz") == 1
@@ -154,7 +155,7 @@ def test_500_twice_then_success(www, dest_dir, caplog):
 def test_500_forever_gives_up_after_all_attempts(www, dest_dir):
     server, (a, _) = www
     server.fail("/toy/a.gz", 503)
-    with pytest.raises(DownloadError) as err:
+    with pytest.raises(DownloadError, match="after 3 attempts: HTTP 503$") as err:
         fetch_file(a, dest_dir / "a.gz", **FAST)
     assert str(err.value) == f"could not reach {a['url']} after 3 attempts: HTTP 503"
     assert server.count("/toy/a.gz") == 3
@@ -164,7 +165,7 @@ def test_500_forever_gives_up_after_all_attempts(www, dest_dir):
 def test_server_down_clear_error_after_retries(dest_dir):
     url = f"http://127.0.0.1:{free_port()}/toy/a.gz"
     entry = {"name": "a.gz", "url": url, "size": 10, "sha256": "0" * 64}
-    with pytest.raises(DownloadError) as err:
+    with pytest.raises(DownloadError, match="after 3 attempts: .*Connection refused") as err:
         fetch_file(entry, dest_dir / "a.gz", **FAST)
     msg = str(err.value)
     assert msg.startswith(f"could not reach {url} after 3 attempts: ")
@@ -178,7 +179,7 @@ def test_silent_server_times_out_and_is_retried(dest_dir):
         sock.listen(8)
         url = f"http://127.0.0.1:{sock.getsockname()[1]}/x.gz"
         entry = {"name": "x.gz", "url": url, "size": 10, "sha256": "0" * 64}
-        with pytest.raises(DownloadError) as err:
+        with pytest.raises(DownloadError, match="after 2 attempts: timed out$") as err:
             fetch_file(entry, dest_dir / "x.gz", retries=1, backoff=0.01, timeout=0.2)
     assert str(err.value) == f"could not reach {url} after 2 attempts: timed out"
     assert os.listdir(dest_dir) == []
@@ -242,7 +243,7 @@ def test_mirror_file_url(tmp_path, dest_dir):
 def test_mirror_directory_missing(tmp_path, dest_dir):
     entry = {"name": "a.gz", "url": "http://127.0.0.1:9/a.gz", "size": 1, "sha256": "0" * 64}
     missing = tmp_path / "nope"
-    with pytest.raises(DownloadError) as err:
+    with pytest.raises(DownloadError, match="^mirror directory .* does not exist$") as err:
         fetch_file(entry, dest_dir / "a.gz", str(missing), dataset="toy", **FAST)
     assert str(err.value) == f"mirror directory {missing} does not exist"
     assert os.listdir(dest_dir) == []
@@ -251,7 +252,7 @@ def test_mirror_directory_missing(tmp_path, dest_dir):
 def test_mirror_file_missing_names_path(tmp_path, dest_dir):
     (tmp_path / "mirror").mkdir()
     entry = {"name": "a.gz", "url": "http://127.0.0.1:9/a.gz", "size": 1, "sha256": "0" * 64}
-    with pytest.raises(DownloadError) as err:
+    with pytest.raises(DownloadError, match=re.escape(str(tmp_path / "mirror/toy/a.gz"))) as err:
         fetch_file(entry, dest_dir / "a.gz", str(tmp_path / "mirror"), dataset="toy", **FAST)
     assert str(tmp_path / "mirror/toy/a.gz") in str(err.value)
     assert os.listdir(dest_dir) == []
@@ -399,7 +400,7 @@ def test_recompressed_copy_from_the_canonical_url_is_refused(tmp_path, dest_dir)
 def test_recompressed_mirror_with_other_data_is_one_line(tmp_path, dest_dir):
     entry, _ = recompressed_pair(tmp_path, "toy/a.gz")
     _, other = make_file(tmp_path / "mirror", "toy/a.gz", seed=8)  # other data, gzip'd
-    with pytest.raises(DownloadError) as err:
+    with pytest.raises(DownloadError, match="neither the published file .*nor a") as err:
         fetch_file(entry, dest_dir / "a.gz", str(tmp_path / "mirror"), dataset="toy", **FAST)
     message = str(err.value)
     assert "\n" not in message
