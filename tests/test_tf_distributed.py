@@ -1,7 +1,8 @@
 """TensorFlow's own data parallelism: backend multi_worker (2 local workers under the launcher,
 MultiWorkerMirroredStrategy) and mirrored (MirroredStrategy, one replica on this CPU, and two on
-two logical CPU devices), against the one-process run; what the workers listen on; a killed 2-worker job resumes; a backend that is not
-installed is one line. No Horovod, no MPI: these run wherever TensorFlow does."""
+two logical CPU devices), against the one-process run; what the workers listen on; a killed
+2-worker job resumes; a backend that is not installed is one line. No Horovod, no MPI: these run
+wherever TensorFlow does."""
 
 import ipaddress
 import json
