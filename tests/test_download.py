@@ -5,6 +5,7 @@ import hashlib
 import json
 import os
 import re
+import shutil
 import socket
 from pathlib import Path
 
@@ -14,8 +15,9 @@ from afternoon.errors import DownloadError
 from afternoon.fileio import sha256_file as sha256_of
 from afternoon.stages import download
 from afternoon.stages.download import download_dataset, fetch_file
-from helpers.components import need_debian_fashion_mnist, need_mnist
+from helpers.components import need_debian_fashion_mnist, need_mnist, require
 from helpers.httpserver import LoopbackServer
+from helpers.paths import SHARED_DATA
 from helpers.services import free_port
 
 # The published checksums (tensorflow/datasets url_checksums), in sha256sum format.
@@ -340,6 +342,59 @@ def test_real_mnist_local_mirror(tmp_path):
     manifest = download_dataset("mnist", tmp_path / "d", tmp_path / "m.json", mirror, **FAST)
     assert {f["name"]: f["sha256"] for f in manifest["files"]} == MNIST_SHA256
     assert sorted(os.listdir(tmp_path / "d")) == sorted(MNIST_SHA256)
+
+
+# --- The real MNIST for the tests: ../shared, else a verified download into a cache ----------
+
+
+def test_the_registry_holds_the_shared_checksums_of_mnist():
+    """need_mnist's download verifies against the registry: its URLs, sizes and sha256 are the
+    rows of ../shared/data/CHECKSUMS.tsv."""
+    from afternoon.registry import dataset_entry
+
+    table = SHARED_DATA / "CHECKSUMS.tsv"
+    require(table.is_file(), f"../shared/data not present: {table}")
+    lines = [line for line in table.read_text().splitlines() if not line.startswith("#")]
+    published = {url: (int(size), sha) for url, size, sha, *_ in map(str.split, lines)}
+    for entry in dataset_entry("mnist")["files"]:
+        assert published[entry["url"]] == (entry["size"], entry["sha256"]), entry["name"]
+
+
+def test_without_shared_data_mnist_is_downloaded_verified_and_cached(tmp_path, monkeypatch):
+    monkeypatch.delenv("CI", raising=False)
+    www = tmp_path / "www"  # a copy of ../shared/data/mnist, served on 127.0.0.1
+    shutil.copytree(need_mnist(), www / "mnist", copy_function=shutil.copyfile)
+    absent, cache = tmp_path / "no-shared/mnist", tmp_path / "cache"
+    with LoopbackServer(www) as server:
+        folder = need_mnist(absent, cache, server.base_url)
+        assert folder == cache / "mnist"
+        assert {path.name: sha256_of(path) for path in folder.iterdir()} == MNIST_SHA256
+        assert {server.count(f"/mnist/{name}") for name in MNIST_SHA256} == {1}
+        # cached: verified files are not fetched again, a damaged one is
+        damaged = folder / "t10k-labels-idx1-ubyte.gz"
+        damaged.write_bytes(b"damaged")
+        assert need_mnist(absent, cache, server.base_url) == folder
+        assert sha256_of(damaged) == MNIST_SHA256[damaged.name]
+        assert [server.count(f"/mnist/{name}") for name in MNIST_SHA256] == [
+            2 if name == damaged.name else 1 for name in MNIST_SHA256
+        ]
+        # a download that fails verification: the test skips, saying where MNIST goes
+        server.truncate("/mnist/train-labels-idx1-ubyte.gz", 100)
+        (folder / "train-labels-idx1-ubyte.gz").unlink()
+        failed = r"not present .*, and downloading MNIST into .*/cache/mnist failed \(.*\): put"
+        with pytest.raises(pytest.skip.Exception, match=failed):
+            need_mnist(absent, cache, server.base_url)
+    assert not (folder / "train-labels-idx1-ubyte.gz").exists()
+
+
+def test_under_ci_absent_shared_mnist_fails_and_nothing_is_downloaded(tmp_path, monkeypatch):
+    monkeypatch.setenv("CI", "true")
+    with LoopbackServer(tmp_path) as server:
+        absent = r"^CI=true: ../shared/data/mnist not present \(.*\): CI always has it"
+        with pytest.raises(pytest.fail.Exception, match=absent):
+            need_mnist(tmp_path / "absent", tmp_path / "cache", server.base_url)
+        assert server.requests == []
+    assert not (tmp_path / "cache").exists()
 
 
 # --- Mirrors that recompress: same data, other gzip bytes (Debian's dataset-fashion-mnist) ----
