@@ -258,7 +258,7 @@ def test_snakemake_trains_a_distributed_architecture_through_evaluation(tmp_path
 def test_bad_distributed_settings_are_one_line_config_errors(value, needle):
     arch = copy.deepcopy(load_zoo(REPO / "config/zoo.yaml")["cnn1"])
     arch["distributed"] = value
-    with pytest.raises(ConfigError) as info:
+    with pytest.raises(ConfigError, match=re.escape(needle)) as info:
         validate_architecture("cnn1", arch)
     assert "\n" not in str(info.value) and needle in str(info.value)
     del arch["distributed"]

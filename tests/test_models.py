@@ -2,6 +2,7 @@
 
 import copy
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -286,7 +287,7 @@ def test_bad_architecture_is_a_one_line_config_error(zoo, case):
     name, change, needles = BAD[case]
     arch = copy.deepcopy(zoo[name])
     change(arch)
-    with pytest.raises(ConfigError) as info:
+    with pytest.raises(ConfigError, match=f"^architecture {re.escape(repr(name))}") as info:
         validate_architecture(name, arch)
     message = str(info.value)
     assert "\n" not in message
@@ -303,7 +304,7 @@ def test_unknown_layer_type_lists_the_known_ones(zoo):
 
 
 def test_too_big_for_the_input_is_a_config_error(zoo):
-    with pytest.raises(ConfigError) as info:
+    with pytest.raises(ConfigError, match=r"'cnn2'.*layers\[1\].*\(4, 4, 1\)") as info:
         build_model(named(zoo, "cnn2"), (4, 4, 1))
     message = str(info.value)
     assert "\n" not in message
@@ -378,7 +379,7 @@ def test_a_zoo_activation_builds(zoo, activation):
 def test_unknown_activation_is_one_line_from_the_zoo_check(zoo):
     arch = copy.deepcopy(zoo["cnn1"])
     arch["layers"][0]["conv2d"]["activation"] = "leakyrelu"
-    with pytest.raises(ConfigError) as info:
+    with pytest.raises(ConfigError, match="must be a Keras activation .*got 'leakyrelu'") as info:
         validate_architecture("cnn1", arch)
     assert str(info.value) == (
         "architecture 'cnn1', layers[0].conv2d.activation: must be a Keras activation "
@@ -410,14 +411,14 @@ KNOWN = "known: digits, mnist, fashion_mnist, cifar10"
     ],
 )
 def test_datasets_named_in_the_zoo_are_registered(zoo, field, value, message):
-    with pytest.raises(ConfigError) as info:
+    with pytest.raises(ConfigError, match=re.escape(message)) as info:
         validate_architecture("fc64", {**zoo["fc64"], field: value})
     assert str(info.value) == f"architecture 'fc64', {message}"
 
 
 @pytest.mark.parametrize("name", ["my net", "cnn/2", "_cnn", "..", 7])
 def test_an_architecture_name_is_a_path_component(zoo, name):
-    with pytest.raises(ConfigError) as info:
+    with pytest.raises(ConfigError, match="the name must be letters, digits") as info:
         validate_architecture(name, zoo["fc64"])
     assert str(info.value) == (
         f"architecture {name!r}: the name must be letters, digits, _ . - (a letter or digit first)"

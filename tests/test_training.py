@@ -7,6 +7,7 @@ import pandas as pd
 import pytest
 
 from afternoon.config import job_spec, load_yaml, load_zoo
+from afternoon.distributed.common import weights_sha256
 from helpers import runners
 from helpers.paths import REPO
 from helpers.stage_args import train_output_args
@@ -70,10 +71,25 @@ def test_two_runs_of_one_config_give_identical_weights_and_metrics(digits):
     finals = [k for k in m1 if k.startswith("final_")]
     assert finals and all(m1[k] == m2[k] for k in finals)
     assert m1["run_id"] != m2["run_id"]  # a rerun is a new MLflow run
-    # a different seed trains a different model
+    # The weights digest (metrics.json and the run's MLflow tag) is the saved weights', and the
+    # rerun shows the same one.
+    digest = m1["weights_sha256"]
+    assert digest == weights_sha256(weights(first / "model.keras")) == m2["weights_sha256"]
+    assert tag_of(digits, m1["run_id"]) == tag_of(digits, m2["run_id"]) == digest
+    # a different seed trains a different model, with another digest
     third = digits["root"] / "c"
     train(digits, {**spec, "seed": 7}, third)
     assert not np.array_equal(weights(first / "model.keras")[0], weights(third / "model.keras")[0])
+    m3 = json.loads((third / "metrics.json").read_text())
+    assert m3["weights_sha256"] != digest and tag_of(digits, m3["run_id"]) == m3["weights_sha256"]
+
+
+def tag_of(digits, run_id: str, tag: str = "weights_sha256") -> str:
+    """The MLflow run's tag ``tag``, from the module's tracking store."""
+    from mlflow.tracking import MlflowClient
+
+    marker = json.loads(digits["marker"].read_text())
+    return MlflowClient(marker["tracking_uri"]).get_run(run_id).data.tags[tag]
 
 
 def test_outputs_history_and_mlflow_run(digits):

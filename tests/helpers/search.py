@@ -20,9 +20,9 @@ STUDY = "search-study"
 
 
 def write_search_study(workdir: Path, run: list[str], searches: dict | None = None,
-                       archs=("fc64",)) -> Path:  # fmt: skip
-    """A small study (digits, ``archs``, 2 epochs) that also runs the searches ``run``."""
-    write_study(workdir, archs=list(archs))
+                       archs=("fc64",), max_epochs: int = 2) -> Path:  # fmt: skip
+    """A small study (digits, ``archs``, ``max_epochs``) that also runs the searches ``run``."""
+    write_study(workdir, archs=list(archs), max_epochs=max_epochs)
     path = workdir / "config/searches.yaml"
     if searches is None:
         shutil.copy(REPO / "config/searches.yaml", path)

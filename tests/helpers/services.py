@@ -12,12 +12,15 @@ server.start()                              # the same database again
 
 with mlflow_server(db, workdir) as url:     # the UI of an existing sqlite store
     ...
+
+search_runs(url, experiment_id)             # the runs, over MLflow's REST API
 """
 
 from __future__ import annotations
 
 import contextlib
 import http.client
+import json
 import os
 import signal
 import socket
@@ -136,3 +139,14 @@ def mlflow_server(db: Path, workdir: Path, timeout: float = 90):
         yield server.uri
     finally:
         server.stop()
+
+
+def search_runs(url: str, experiment_id: str) -> list[dict]:
+    """The runs of experiment ``experiment_id`` (as JSON) from the MLflow server at ``url``,
+    over its REST API (POST /api/2.0/mlflow/runs/search)."""
+    body = json.dumps({"experiment_ids": [experiment_id], "max_results": 100}).encode()
+    request = urllib.request.Request(
+        f"{url}/api/2.0/mlflow/runs/search", data=body, headers={"Content-Type": "application/json"}
+    )
+    with urllib.request.urlopen(request, timeout=30) as response:
+        return json.load(response).get("runs", [])
