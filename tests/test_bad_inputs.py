@@ -471,9 +471,11 @@ def digits(tmp_path_factory):
 
 def _spec(**changes) -> dict:
     from afternoon.config import job_spec, load_zoo
+    from afternoon.defaults import filled
 
     config = yaml.safe_load((REPO / "config/config.yaml").read_text())
-    return job_spec(config, load_zoo(REPO / "config/zoo.yaml"), "digits", "fc64") | changes
+    spec = job_spec(config, load_zoo(REPO / "config/zoo.yaml"), "digits", "fc64")
+    return filled(spec | changes, has_validation=True)
 
 
 def _train(digits: Path, spec: dict, out: Path, npz: Path | None = None):

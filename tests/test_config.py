@@ -19,17 +19,19 @@ from afternoon.config import (
     study_runs,
     typed_command_line_values,
 )
+from afternoon.defaults import (
+    DISTRIBUTED_DEFAULTS,
+    distributed_settings,
+    early_stopping_settings,
+    ranks_of,
+)
 from afternoon.errors import ConfigError
 from afternoon.registry import dataset_names
 from afternoon.zoo import (
-    DISTRIBUTED_DEFAULTS,
     OVERRIDABLE_KEYS,
     TRAINING_KEYS,
     architecture_for,
     dataset_pattern,
-    distributed_settings,
-    early_stopping_settings,
-    ranks_of,
     validate_architecture,
 )
 from conftest import REPO
@@ -129,7 +131,9 @@ def test_epochs_scale_and_cap():
 
 def test_job_spec_is_the_slice_of_one_job(config, zoo):
     spec = job_spec(config, zoo, "digits", "cnn1")
-    assert spec["layers"] == zoo["cnn1"]["layers"]
+    for layer, entry in zip(spec["layers"], zoo["cnn1"]["layers"], strict=True):
+        ((kind, given),) = entry.items()  # the entry's layer, its defaults filled in
+        assert list(layer) == [kind] and (given or {}).items() <= layer[kind].items()
     assert spec["epochs"] == 10 and spec["batch_size"] == 32
     assert spec["seed"] == 42 and spec["dataset"] == "digits" and spec["name"] == "cnn1"
     # report-only keys never reach training: editing them retrains nothing

@@ -20,10 +20,10 @@ import yaml
 
 import afternoon  # noqa: F401 (TF_USE_LEGACY_KERAS=1 before TensorFlow loads)
 from afternoon.config import job_spec, load_yaml, load_zoo
-from afternoon.distributed import ranks_of
+from afternoon.defaults import filled, ranks_of
 from afternoon.errors import ConfigError
 from afternoon.npz import load_npz
-from afternoon.zoo import architecture_of, validate_architecture
+from afternoon.zoo import validate_architecture
 from helpers import runners
 from helpers.components import needs_horovod, needs_mpirun
 from helpers.paths import REPO
@@ -49,7 +49,7 @@ def two_ranks(*args):
 def spec_for(**changes) -> dict:
     config = load_yaml(REPO / "config/config.yaml")
     spec = job_spec(config, load_zoo(REPO / "config/zoo.yaml"), "digits", ARCH)
-    return {**spec, "epochs": EPOCHS, **changes}
+    return filled({**spec, "epochs": EPOCHS, **changes}, has_validation=True)
 
 
 def train_args(data, spec, out_dir, marker):
@@ -173,7 +173,7 @@ def test_ranks_with_different_weights_fail_loudly(tmp_path):
             from afternoon.training.models import build_model
             spec = {spec_for(distributed=DISTRIBUTED)!r}
             dist = start(spec, 2)
-            model = build_model({architecture_of(spec_for(distributed=DISTRIBUTED))!r}, (8, 8, 1))
+            model = build_model(spec, (8, 8, 1))
             if dist.rank == 1:
                 model.layers[-1].bias.assign_add(model.layers[-1].bias + 1e-3)
             dist.finalize(model)
@@ -273,9 +273,8 @@ def test_the_job_spec_carries_the_settings_and_a_dataset_can_override_them():
     validate_architecture("cnn1", zoo["cnn1"])
     config = load_yaml(REPO / "config/config.yaml")
     digits, mnist = (job_spec(config, zoo, dataset, "cnn1") for dataset in ("digits", "mnist"))
-    assert digits["distributed"] == DISTRIBUTED and ranks_of(digits) == 2
+    assert digits["distributed"] == DISTRIBUTED and ranks_of(digits) == 2  # a change retrains it
     assert ranks_of(mnist) == 1  # one process: no launcher, no Horovod
-    assert architecture_of(digits)["distributed"] == DISTRIBUTED  # a change retrains the job
     assert ranks_of(job_spec(config, zoo, "digits", "fc64")) == 1
 
 

@@ -19,6 +19,7 @@ import pytest
 import yaml
 
 from afternoon.config import job_spec, load_yaml, load_zoo
+from afternoon.defaults import filled
 from helpers import runners
 from helpers.components import require
 from helpers.paths import REPO
@@ -43,7 +44,7 @@ def run(args, check=True, env=None):
 def spec_for(arch=ARCH, **changes) -> dict:
     config = load_yaml(REPO / "config/config.yaml")
     spec = job_spec(config, load_zoo(REPO / "config/zoo.yaml"), "digits", arch)
-    return {**spec, "epochs": EPOCHS, **changes}
+    return filled({**spec, "epochs": EPOCHS, **changes}, has_validation=True)
 
 
 def mlflow_runs(marker: Path) -> list:

@@ -7,6 +7,7 @@ import pandas as pd
 import pytest
 
 from afternoon.config import job_spec, load_yaml, load_zoo
+from afternoon.defaults import filled
 from afternoon.distributed.common import weights_sha256
 from helpers import runners
 from helpers.paths import REPO
@@ -27,10 +28,10 @@ def run_cli(*args, check=True):
 
 
 def spec_for(arch: str, **changes) -> dict:
+    """A digits job's spec with ``changes``, their defaults filled in as job_spec fills them."""
     config = load_yaml(REPO / "config/config.yaml")
     spec = job_spec(config, load_zoo(REPO / "config/zoo.yaml"), "digits", arch)
-    spec.update(changes)
-    return spec
+    return filled(spec | changes, has_validation=True)
 
 
 def train(digits, spec, out_dir, check=True):
@@ -113,6 +114,10 @@ def test_outputs_history_and_mlflow_run(digits):
     assert run.info.status == "FINISHED"
     assert run.data.params["batch_size"] == "128"
     assert run.data.params["layers.0.dense.units"] == "64"
+    # every hyperparameter the run used, the defaults its zoo entry leaves out included
+    assert run.data.params["optimizer.learning_rate"] == "0.001"  # fc64: {name: adam}
+    assert run.data.params["optimizer.beta_1"] == "0.9"
+    assert run.data.params["layers.0.dense.activation"] == "relu"
     assert run.data.tags["afternoon.snakemake_rule"] == "train"
     assert (
         len(run.data.tags["afternoon.git_commit"]) in (7, 40)

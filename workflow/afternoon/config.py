@@ -1,7 +1,9 @@
 """Study config: load (duplicate keys rejected), validate (one-line errors), slice per job.
 
 Snakemake passes each job only the slice of config it needs (``job_spec``), so editing one
-architecture retrains only that architecture. The zoo's own rules are ``afternoon.zoo``'s.
+architecture retrains only that architecture; the slice holds every default the job uses
+(``afternoon.defaults``), so a changed default retrains exactly the jobs it changes. The zoo's own
+rules are ``afternoon.zoo``'s.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from pathlib import Path
 import jsonschema
 import yaml
 
+from afternoon.defaults import filled
 from afternoon.errors import ConfigError
 from afternoon.registry import dataset_names
 from afternoon.zoo import architecture_for, unknown_dataset, validate_architecture
@@ -134,12 +137,19 @@ def job_precision(training: dict, arch: dict) -> str:
     return training.get("precision") or arch.get("precision") or "float32"
 
 
+def has_validation(config: dict) -> bool:
+    """Whether the study's preprocessed datasets hold a validation split."""
+    return config["data"]["validation_fraction"] > 0
+
+
 def job_spec(config: dict, zoo: dict, dataset: str, arch_name: str) -> dict:
-    """Everything one training job needs, and nothing else (the rerun trigger for that job).
-    ``config`` as Snakemake's validate() leaves it: the schema's defaults filled in."""
+    """Everything one training job needs, and nothing else (the rerun trigger for that job),
+    the zoo's defaults filled in. ``config`` as Snakemake's validate() leaves it: the schema's
+    defaults filled in."""
     training = config["training"]
     spec = architecture_for(zoo, arch_name, dataset, training.get("recipes", "seed"))
     spec["epochs"] = scaled_epochs(spec["epochs"], training)
+    spec = filled(spec, has_validation=has_validation(config))
     spec.update(
         name=arch_name,
         dataset=dataset,

@@ -33,13 +33,8 @@ from afternoon.search.grammar import load_searches
 from afternoon.search.jobs import check_search_jobs, search_job, workers_of
 from afternoon.checks import check_jobs, precision_notes
 from afternoon.tracking.uris import resolve_tracking_uri
-from afternoon.zoo import (
-    ARCHITECTURE_PATTERN,
-    dataset_pattern,
-    distributed_settings,
-    ranks_of,
-    reference_accuracy,
-)
+from afternoon.defaults import distributed_settings, ranks_of
+from afternoon.zoo import ARCHITECTURE_PATTERN, dataset_pattern, reference_accuracy
 
 SCHEMA = str(Path(workflow.basedir) / "workflow/schemas/config.schema.yaml")
 # Every path of the results tree comes from here (afternoon/layout.py).
@@ -165,7 +160,8 @@ def mirror_option(wildcards):
 
 
 def train_spec(wildcards):
-    """The config slice of this job only: editing one architecture retrains only it."""
+    """The config slice of this job only, every default it uses filled in: editing one
+    architecture, or a default, retrains only the jobs whose slice it changes."""
     return json.dumps(job_spec(config, ZOO, wildcards.dataset, wildcards.arch), sort_keys=True)
 
 

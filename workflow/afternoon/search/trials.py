@@ -37,9 +37,9 @@ log = logging.getLogger(__name__)
 
 def trial_spec(job: dict, values: dict) -> dict:
     """The training spec of one trial: the base architecture with the trial's values, the
-    epochs Hyperband gives it (tuner/epochs) or the base's, the job's seed and settings."""
-    spec = trial_architecture(job["arch"], values)
-    spec["epochs"] = int(values.get("tuner/epochs", job["arch"]["epochs"]))
+    epochs Hyperband gives it (tuner/epochs) or the base's, the defaults the job carries, the
+    job's seed and settings."""
+    spec = trial_architecture(job["arch"], values, job["defaults"])
     for key in ("dataset", "seed", "precision", "deterministic"):
         spec[key] = job[key]
     spec["name"] = f"{job['name']}-trial"
