@@ -289,10 +289,10 @@ def test_the_train_rule_starts_multi_worker_under_the_worker_launcher(tmp_path):
     jobs = planned_training(tmp_path)
     launcher = "python -m afternoon.distributed.launch"
     assert jobs["cnn1"]["shell"].startswith(f"{launcher} -n 2 python -m afternoon.cli train ")
-    assert f"mpi={launcher}, tasks=2, cpus_per_task=2" in jobs["cnn1"]["resources"]
+    assert "mpi=multi_worker, tasks=2, cpus_per_task=2" in jobs["cnn1"]["resources"]
     assert jobs["fc64"]["shell"].startswith("python -m afternoon.cli train ")  # one process
-    slurm = 'training={worker_launcher: "srun --kill-on-bad-exit=1 --cpus-per-task={cpus}"}'
-    jobs = planned_training(tmp_path, "--config", slurm)
+    mine = 'training={worker_launcher: "srun --kill-on-bad-exit=1 --cpus-per-task={cpus}"}'
+    jobs = planned_training(tmp_path, "--config", mine)
     assert jobs["cnn1"]["shell"].startswith("srun --kill-on-bad-exit=1 --cpus-per-task=2 -n 2 ")
     # the profile's NODES / TASKS_PER_NODE: --nodes and --ntasks-per-node instead of --ntasks
     config["training"].update(nodes=1, tasks_per_node=2)

@@ -1,5 +1,6 @@
 # Shared set-up: config validation (before any job), the zoo, per-job config slices, paths.
 import json
+import shlex
 import sys
 from pathlib import Path
 
@@ -30,8 +31,9 @@ from afternoon.errors import AfternoonError
 from afternoon.layout import Layout
 from afternoon.registry import dataset_entry
 from afternoon.search.grammar import load_searches
-from afternoon.search.jobs import check_search_jobs, search_job, workers_of
+from afternoon.search.jobs import LAUNCHER_VARIABLE, check_search_jobs, search_job, workers_of
 from afternoon.checks import check_jobs, precision_notes
+from afternoon.distributed.launch import launcher
 from afternoon.tracking.uris import resolve_tracking_uri
 from afternoon.defaults import distributed_settings, ranks_of
 from afternoon.zoo import ARCHITECTURE_PATTERN, dataset_pattern, reference_accuracy
@@ -169,6 +171,9 @@ def train_spec(wildcards):
 # horovod) makes its train job one job of that many processes. Snakemake's Slurm executor reads
 # resources `mpi` (set: the command starts its own tasks) and `tasks`; locally both only shape
 # the shell command. Backend mirrored is one process (over the node's GPUs): a plain job.
+# Which command starts the processes (launch.launcher): a config key set to override it, else the
+# executor profile's resource of that name (profiles/slurm: srun; resources, unlike a profile's
+# `config:`, survive a `--config` on the command line), else this machine's.
 
 
 def train_ranks(wildcards):
@@ -182,16 +187,12 @@ def train_cpus_per_rank(wildcards, threads):
     return max(1, threads // ranks) if ranks > 1 else None
 
 
-def train_mpi(wildcards, threads):
-    """resources.mpi: the launcher of a job of several processes ('{cpus}' -> cores per rank):
-    training.worker_launcher (multi_worker) or training.mpi_launcher (horovod); None (unset) for
-    one process, which the Slurm executor then submits as a plain job."""
-    cpus = train_cpus_per_rank(wildcards, threads)
-    if cpus is None:
-        return None
+def train_mpi(wildcards):
+    """resources.mpi: the backend (multi_worker, horovod) of a job of several processes, which
+    the Slurm executor then submits as one job of `tasks` tasks, leaving their start to the
+    command; None (unset) for one process, which it submits as a plain job."""
     spec = job_spec(config, ZOO, wildcards.dataset, wildcards.arch)
-    key = "worker_launcher" if distributed_settings(spec)["backend"] == "multi_worker" else "mpi_launcher"
-    return config["training"][key].replace("{cpus}", str(cpus))
+    return distributed_settings(spec)["backend"] if ranks_of(spec) > 1 else None
 
 
 def train_tasks(wildcards):
@@ -205,10 +206,15 @@ def train_placement(wildcards, key):
     return placement(config["training"], key) if train_ranks(wildcards) > 1 else None
 
 
-def train_launcher(wildcards, resources):
-    """The shell prefix that starts the ranks, `{resources.mpi} -n RANKS`; '' for one process."""
-    mpi = resources.get("mpi")
-    return f"{mpi} -n {train_ranks(wildcards)}" if mpi else ""
+def train_launcher(wildcards, threads, resources):
+    """The shell prefix that starts the ranks: training.worker_launcher (multi_worker) or
+    training.mpi_launcher (horovod), else the profile's resource of that name, else this
+    machine's, then `-n RANKS`; '' for one process."""
+    if not resources.get("mpi"):
+        return ""
+    key = "worker_launcher" if resources.mpi == "multi_worker" else "mpi_launcher"
+    cpus = train_cpus_per_rank(wildcards, threads)
+    return launcher(key, config["training"][key], resources.get(key), cpus, train_ranks(wildcards))
 
 
 # --- Hyperparameter searches (search.smk): one tune job per selected search x its datasets.
@@ -232,19 +238,19 @@ def tune_workers(wildcards):
 
 
 def tune_mpi(wildcards):
-    """resources.mpi of a tune job: searches.launcher under Slurm (then the executor submits one
-    job of workers + 1 tasks and runs the command as is); None on a workstation."""
-    return config["searches"]["launcher"] or None
+    """resources.mpi of a search of several workers: the Slurm executor then submits one job of
+    `workers` tasks and runs the command (the chief) as is; the chief starts the workers."""
+    return "search" if tune_workers(wildcards) > 1 else None
 
 
 def tune_tasks(wildcards):
-    """Tasks of a tune job under Slurm: the chief and the workers; 1 on a workstation."""
-    return tune_workers(wildcards) + 1 if tune_mpi(wildcards) else 1
+    """Tasks of a tune job: one per worker (the chief, idle, shares the batch step)."""
+    return tune_workers(wildcards)
 
 
 def tune_cpus_per_task(wildcards):
-    """Under Slurm each task (a worker) gets training.threads cores; unset on a workstation."""
-    return config["training"]["threads"] if tune_mpi(wildcards) else None
+    """Each task (a worker) gets training.threads cores; unset for one worker (a plain job)."""
+    return config["training"]["threads"] if tune_workers(wildcards) > 1 else None
 
 
 def tune_threads(wildcards):
@@ -253,7 +259,11 @@ def tune_threads(wildcards):
 
 
 def tune_launcher(wildcards, resources):
-    """The shell prefix that starts a search's chief and workers as the tasks of one job,
-    `{resources.mpi} -n {resources.tasks}`; '' on a workstation (the chief starts the workers)."""
-    mpi = resources.get("mpi")
-    return f"{mpi} -n {resources.tasks}" if mpi else ""
+    """`AFTERNOON_SEARCH_LAUNCHER='<prefix>'` before the command: what the chief starts its
+    workers with (searches.launcher, else the profile's resource search_launcher, then
+    `-n WORKERS`); '' where it starts them as local processes (a workstation, one worker)."""
+    if not resources.get("mpi"):
+        return ""
+    threads, workers = config["training"]["threads"], tune_workers(wildcards)
+    prefix = launcher("search_launcher", config["searches"]["launcher"], resources.get("search_launcher"), threads, workers)
+    return f"{LAUNCHER_VARIABLE}={shlex.quote(prefix)}" if prefix else ""

@@ -1,7 +1,8 @@
 # Training: one job per dataset x architecture, each tracked as one MLflow run. An architecture
 # with `distributed: {backend: multi_worker | horovod, ranks: N}` trains data-parallel: the same
-# rule and outputs, its command started as N processes by training.worker_launcher (multi_worker)
-# or training.mpi_launcher (horovod); only worker 0 writes files and the MLflow run. Backend
+# rule and outputs, its command started as N processes by the worker launcher (multi_worker) or
+# the MPI launcher (horovod): this machine's, the Slurm profile's srun, or the config's
+# training.worker_launcher / mpi_launcher; only worker 0 writes files and the MLflow run. Backend
 # mirrored is one process over the node's GPUs.
 
 

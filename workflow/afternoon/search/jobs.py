@@ -10,6 +10,9 @@ from afternoon.search.grammar import objective_name, searched_optimizers
 from afternoon.zoo import architecture_for
 
 DEFAULT_WORKERS = 2
+# What a tune job's chief starts its workers with (e.g. `srun ... -n N`), set before its command
+# by the tune rule; unset: local processes.
+LAUNCHER_VARIABLE = "AFTERNOON_SEARCH_LAUNCHER"
 
 
 def search_job(config: dict, zoo: dict, searches: dict, name: str, dataset: str) -> dict:
