@@ -17,6 +17,7 @@ from afternoon import export_package_path
 
 export_package_path(PACKAGE_DIR)
 
+from afternoon.checks import check_jobs, placement, precision_notes
 from afternoon.config import (
     architectures_of,
     check_against_schema,
@@ -26,16 +27,14 @@ from afternoon.config import (
     study_runs,
     typed_command_line_values,
 )
-from afternoon.checks import placement
+from afternoon.defaults import distributed_settings, ranks_of
+from afternoon.distributed.launch import launcher
 from afternoon.errors import AfternoonError
 from afternoon.layout import Layout
 from afternoon.registry import dataset_entry
 from afternoon.search.grammar import load_searches
 from afternoon.search.jobs import LAUNCHER_VARIABLE, check_search_jobs, search_job, workers_of
-from afternoon.checks import check_jobs, precision_notes
-from afternoon.distributed.launch import launcher
 from afternoon.tracking.uris import resolve_tracking_uri
-from afternoon.defaults import distributed_settings, ranks_of
 from afternoon.zoo import ARCHITECTURE_PATTERN, dataset_pattern, reference_accuracy
 
 SCHEMA = str(Path(workflow.basedir) / "workflow/schemas/config.schema.yaml")
