@@ -264,5 +264,7 @@ def tune_launcher(wildcards, resources):
     if not resources.get("mpi"):
         return ""
     threads, workers = config["training"]["threads"], tune_workers(wildcards)
-    prefix = launcher("search_launcher", config["searches"]["launcher"], resources.get("search_launcher"), threads, workers)
+    prefix = launcher(
+        "search_launcher", config["searches"]["launcher"], resources.get("search_launcher"), threads, workers
+    )
     return f"{LAUNCHER_VARIABLE}={shlex.quote(prefix)}" if prefix else ""

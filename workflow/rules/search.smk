@@ -14,11 +14,7 @@ rule tune:
         card=LAYOUT.card("{dataset}"),
         tracking=rules.init_tracking.output.marker,
     output:
-        **{
-            name: path
-            for name, path in LAYOUT.search_outputs("{search}", "{dataset}").items()
-            if name != "tensorboard"
-        },
+        **{name: path for name, path in LAYOUT.search_outputs("{search}", "{dataset}").items() if name != "tensorboard"},
         tensorboard=directory(LAYOUT.search_outputs("{search}", "{dataset}")["tensorboard"]),
     log:
         LAYOUT.log("tune", "{search}", "{dataset}"),
