@@ -142,10 +142,11 @@ def has_validation(config: dict) -> bool:
     return config["data"]["validation_fraction"] > 0
 
 
-def job_spec(config: dict, zoo: dict, dataset: str, arch_name: str) -> dict:
+def job_spec(config: dict, zoo: dict, dataset: str, arch_name: str, replicate: int = 0) -> dict:
     """Everything one training job needs, and nothing else (the rerun trigger for that job),
     the zoo's defaults filled in. ``config`` as Snakemake's validate() leaves it: the schema's
-    defaults filled in."""
+    defaults filled in. Replicate i > 0 (config ``replicates``) trains with seed + i and says
+    ``replicate: i``; replicate 0's spec is a study's without replicates (nothing reruns)."""
     training = config["training"]
     spec = architecture_for(zoo, arch_name, dataset, training.get("recipes", "seed"))
     spec["epochs"] = scaled_epochs(spec["epochs"], training)
@@ -157,6 +158,8 @@ def job_spec(config: dict, zoo: dict, dataset: str, arch_name: str) -> dict:
         precision=job_precision(training, spec),
         deterministic=training["deterministic"],
     )
+    if int(replicate):
+        spec.update(seed=config["seed"] + int(replicate), replicate=int(replicate))
     return spec
 
 

@@ -30,7 +30,7 @@ from afternoon.config import (
 from afternoon.defaults import distributed_settings, ranks_of
 from afternoon.distributed.launch import launcher
 from afternoon.errors import AfternoonError
-from afternoon.layout import Layout
+from afternoon.layout import Layout, replicate_name
 from afternoon.registry import dataset_entry
 from afternoon.search.grammar import load_searches
 from afternoon.search.jobs import LAUNCHER_VARIABLE, check_search_jobs, search_job, workers_of
@@ -40,9 +40,12 @@ from afternoon.zoo import ARCHITECTURE_PATTERN, dataset_pattern, reference_accur
 SCHEMA = str(Path(workflow.basedir) / "workflow/schemas/config.schema.yaml")
 # Every path of the results tree comes from here (afternoon/layout.py).
 LAYOUT = Layout()
-# A rule's outputs for the wildcards {dataset} and {arch}.
+# A rule's outputs for the wildcards {dataset} and {arch}; replicate i > 0 (config replicates)
+# adds {replicate} (train_replicate, evaluate_replicate: layout.replicate_name).
 TRAIN = LAYOUT.train_outputs("{dataset}", "{arch}")
 EVAL = LAYOUT.eval_outputs("{dataset}", "{arch}")
+TRAIN_REPLICATE = LAYOUT.train_outputs("{dataset}", "{arch}", "{replicate}")
+EVAL_REPLICATE = LAYOUT.eval_outputs("{dataset}", "{arch}", "{replicate}")
 
 try:
     # One line naming the key and the reason; Snakemake's own validate() then fills in defaults.
@@ -73,6 +76,8 @@ except AfternoonError as err:
     sys.exit(f"afternoon: {err}")
 
 DATASETS = config["datasets"]
+# Each dataset x architecture trains this many times (seed + i); replicate 0 is rule train.
+REPLICATES = config["replicates"]
 
 
 def needs_download(dataset):
@@ -98,7 +103,7 @@ def all_outputs():
 def report_inputs(wildcards):
     """What the report reads: every run's training and evaluation outputs, the dataset cards, the
     tracking marker, and the report's own code (editing it reruns the report, and only it)."""
-    paths = LAYOUT.report_paths(DATASETS, RUNS)
+    paths = LAYOUT.report_paths(DATASETS, RUNS, REPLICATES)
     return {
         "train": [path for run in paths["runs"] for path in run["train"].values()],
         "evaluation": [path for run in paths["runs"] for path in run["eval"].values()],
@@ -119,7 +124,7 @@ def report_inputs(wildcards):
 
 def report_paths(wildcards):
     """Every path the report job reads and writes, as JSON (its inputs and outputs, explicit)."""
-    paths = LAYOUT.report_paths(DATASETS, RUNS)
+    paths = LAYOUT.report_paths(DATASETS, RUNS, REPLICATES)
     paths["searches"] = LAYOUT.search_report_paths(SEARCH_RUNS)
     return json.dumps(paths, sort_keys=True)
 
@@ -162,8 +167,11 @@ def mirror_option(wildcards):
 
 def train_spec(wildcards):
     """The config slice of this job only, every default it uses filled in: editing one
-    architecture, or a default, retrains only the jobs whose slice it changes."""
-    return json.dumps(job_spec(config, ZOO, wildcards.dataset, wildcards.arch), sort_keys=True)
+    architecture, or a default, retrains only the jobs whose slice it changes. A replicate
+    i > 0 (rule train_replicate) trains with seed + i."""
+    replicate = int(wildcards.get("replicate", 0))
+    spec = job_spec(config, ZOO, wildcards.dataset, wildcards.arch, replicate)
+    return json.dumps(spec, sort_keys=True)
 
 
 # --- Data-parallel training: an architecture's `distributed.ranks` > 1 (backend multi_worker or

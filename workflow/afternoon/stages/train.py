@@ -82,6 +82,7 @@ def train_job(
             "dataset_sha256": dataset_card.get("npz_sha256", "unknown"),
             "architecture": spec["name"],
             "dataset": spec["dataset"],
+            "replicate": spec.get("replicate", 0),  # config replicates: seed + replicate
             "device": device["name"],
             "device_kind": device["kind"],
             **process.tags(),
@@ -90,7 +91,7 @@ def train_job(
     )
     for path in outputs.values():  # an unwritable results tree fails now, not after training
         Path(path).parent.mkdir(parents=True, exist_ok=True)
-    run_name = f"{spec['name']}@{spec['dataset']}"
+    run_name = tracking.run_name(spec)
     if resumed and resumed.run_id:
         opened = tracking.RunLogger.reopen(uri, resumed.run_id, offline_ok=True)
     else:
