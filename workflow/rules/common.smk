@@ -109,16 +109,13 @@ def report_inputs(wildcards):
         "evaluation": [path for run in paths["runs"] for path in run["eval"].values()],
         "cards": list(paths["cards"].values()),
         "tracking": paths["tracking"],
+        # the report stage, the whole report wing and its templates
         "code": [
             f"{PACKAGE_DIR}/afternoon/stages/report.py",
-            f"{PACKAGE_DIR}/afternoon/report/costs.py",
-            f"{PACKAGE_DIR}/afternoon/templates/report.html.j2",
+            *sorted(str(path) for path in Path(PACKAGE_DIR, "afternoon/report").glob("*.py")),
+            *sorted(str(path) for path in Path(PACKAGE_DIR, "afternoon/templates").glob("*.j2")),
         ],
         "searches": search_report_inputs(),
-        "search_code": [
-            f"{PACKAGE_DIR}/afternoon/report/search.py",
-            f"{PACKAGE_DIR}/afternoon/templates/search.html.j2",
-        ],
     }
 
 
