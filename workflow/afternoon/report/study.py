@@ -235,11 +235,13 @@ def build_report(settings: dict, paths: dict) -> dict:
     figures = []
     for ds in settings["datasets"]:
         runs = {a: study["runs"][ds, a] for a in descriptions if (ds, a) in study["runs"]}
+        # data.validation_fraction 0 (the slides' protocol): training curves only
+        validated = any("val_loss" in run["history"].columns for run in runs.values())
         curves = plot_learning_curves(
             {a: run["history"] for a, run in runs.items()},
             {a: run["train"].get("best_epoch") for a, run in runs.items()},
             Path(paths["figures"][ds]["learning_curves"]),
-            f"{ds}: learning curves (train vs validation)",
+            f"{ds}: learning curves ({'train vs validation' if validated else 'training only'})",
         )
         gaps = long[long["dataset"] == ds].set_index("architecture")["train_minus_test_pp"]
         overfitting = Path(paths["figures"][ds]["overfitting"])
@@ -247,7 +249,7 @@ def build_report(settings: dict, paths: dict) -> dict:
         pareto = Path(paths["figures"][ds]["pareto"])
         plot_pareto(long[long["dataset"] == ds], pareto, f"{ds}: test accuracy against cost")
         figures.append(dict(dataset=ds, curves=png_uri(curves), overfitting=png_uri(bars),
-                            pareto=png_uri(pareto)))  # fmt: skip
+                            pareto=png_uri(pareto), validated=validated))  # fmt: skip
     context = dict(
         study=settings["study"],
         datasets=settings["datasets"],
