@@ -220,6 +220,7 @@ def test_overridable_keys_are_what_the_validator_allows(zoo):
     override |= {"early_stopping": {"patience": 1}, "augmentation": {"zoom": 0.1}}
     override |= {"schedule": {"name": "cosine"}, "precision": "auto", "steps_per_execution": 4}
     override["layers"] = [{"dense": {"units": 10, "activation": "softmax"}}]
+    override["label_smoothing"] = 0.1
     assert set(override) == set(OVERRIDABLE_KEYS)
     arch = {**zoo["cnn1"], "datasets": {"mnist": override}}
     validate_architecture("cnn1", arch)

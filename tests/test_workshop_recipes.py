@@ -5,10 +5,7 @@ a tiny slice of the real Fashion-MNIST (Debian's dataset-fashion-mnist: 512 trai
 validation and 256 test images), with the layers and optimizer the recipe names."""
 
 import json
-import re
 import shutil
-import subprocess
-import sys
 
 import numpy as np
 import pandas as pd
@@ -23,6 +20,7 @@ from helpers.components import need_debian_fashion_mnist, need_mnist
 from helpers.paths import REPO
 from helpers.runners import run_cli, run_snakemake
 from helpers.stage_args import train_outputs
+from helpers.study import planned_train_specs
 
 WORKSHOP = REPO / "config/workshop.yaml"
 LONG = 80  # a recipe of this many epochs or more is trained capped here
@@ -58,17 +56,7 @@ def test_the_long_recipes_are_the_seeds(workshop):
 
 
 def test_dry_run_plans_the_fashion_mnist_and_cifar10_recipes():
-    result = subprocess.run(
-        [sys.executable, "-m", "snakemake", "-n", "-p", "--configfile", str(WORKSHOP)],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    specs = {}
-    for match in re.finditer(r"afternoon\.cli train --spec '(\{.*?\})'", result.stdout):
-        spec = json.loads(match.group(1))
-        specs[spec["dataset"], spec["name"]] = spec
+    specs, _ = planned_train_specs(WORKSHOP)
     assert len(specs) == 9 + 15 + 7
     assert specs["fashion_mnist", "cnn1"]["epochs"] == 100
     assert specs["fashion_mnist", "cnn_dropout"]["epochs"] == 100

@@ -11,7 +11,11 @@ A test that changes the shared study's files puts them back (or works on a copy:
 
 from __future__ import annotations
 
+import json
+import re
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import yaml
@@ -39,3 +43,20 @@ def run_small_study(workdir: Path) -> Path:
     write_study(workdir)
     run_snakemake(workdir, "--cores", "2")
     return workdir
+
+
+def planned_train_specs(configfile: Path) -> tuple[dict, str]:
+    """The training jobs' specs of ``snakemake -n -p --configfile CONFIGFILE`` in the
+    repository, by (dataset, architecture), and the dry run's printed commands."""
+    result = subprocess.run(
+        [sys.executable, "-m", "snakemake", "-n", "-p", "--configfile", str(configfile)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    specs = {}
+    for match in re.finditer(r"afternoon\.cli train --spec '(\{.*?\})'", result.stdout):
+        spec = json.loads(match.group(1))
+        specs[spec["dataset"], spec["name"]] = spec
+    return specs, result.stdout

@@ -1,7 +1,8 @@
 """The dry run's checks of a study's jobs, without TensorFlow or data: every architecture fits
 each dataset's images and classes (the dataset's layers override applied), early stopping on a
-validation metric has a validation split, and a distributed job's backend is installed here and
-its ranks are placed by the configured nodes and tasks per node.
+validation metric has a validation split, a flip only where it keeps the labels, and a
+distributed job's backend is installed here and its ranks are placed by the configured nodes
+and tasks per node.
 ``models.build_model`` refuses exactly what ``check_input_fits`` refuses (tests/test_models.py)."""
 
 from __future__ import annotations
@@ -72,11 +73,28 @@ def runs_by_dataset(datasets: list[str], names) -> dict[str, list[str]]:
 
 
 def _where(zoo: dict, name: str, dataset: str, recipes: str, key: str) -> str:
-    """Where a job's ``key`` comes from in the zoo entry: its recipe set, its dataset, itself."""
+    """Where a job's ``key`` comes from in the zoo entry: its recipe set (for its dataset, or
+    for every dataset), its dataset, itself."""
     entry = zoo[name]
-    if key in entry.get("recipes", {}).get(recipes, {}):
+    recipe = entry.get("recipes", {}).get(recipes, {})
+    if key in recipe.get("datasets", {}).get(dataset, {}):
+        return f"recipes.{recipes}.datasets.{dataset}.{key}"
+    if key in recipe:
         return f"recipes.{recipes}.{key}"
     return f"datasets.{dataset}.{key}" if key in entry.get("datasets", {}).get(dataset, {}) else key
+
+
+def check_flip(name: str, arch: dict, dataset: str, where: str = "augmentation") -> None:
+    """A one-line ConfigError where ``arch`` flips images of a dataset whose labels a flip
+    changes (the registry's label_preserving_flips: digits and MNIST none)."""
+    flip = (arch.get("augmentation") or {}).get("flip")
+    keeps = dataset_entry(dataset).get("label_preserving_flips", [])
+    if flip and flip not in keeps:
+        raise ConfigError(
+            f"architecture {name!r}, {where}.flip: a {flip} flip changes the label of "
+            f"{dataset} images (label_preserving_flips of {dataset}: {', '.join(keeps) or 'none'}"
+            "; workflow/afternoon/datasets.yaml)"
+        )
 
 
 def check_inputs_fit(datasets: list[str], zoo: dict, names, recipes: str = SEED_RECIPES) -> None:
@@ -98,8 +116,9 @@ def check_inputs_fit(datasets: list[str], zoo: dict, names, recipes: str = SEED_
 def check_jobs(config: dict, zoo: dict, names, jobs_env_here: bool = True) -> None:
     """The dry run's checks of the study's jobs (dataset x architecture; ``names``: a list, or per
     dataset a list): each has the study's recipe set, check_inputs_fit, an early stopping that
-    monitors a val_ metric needs a validation split, a schedule is not combined with a
-    distributed backend (they recompile the optimizer with their own warm-up), and
+    monitors a val_ metric needs a validation split, a flip keeps the dataset's labels, a
+    schedule is not combined with a distributed backend (they recompile the optimizer with
+    their own warm-up), and
     (``jobs_env_here``: the jobs run in this Python's environment, not a conda one) a distributed
     backend is installed."""
     recipes = config["training"].get("recipes", SEED_RECIPES)
@@ -120,6 +139,7 @@ def check_jobs(config: dict, zoo: dict, names, jobs_env_here: bool = True) -> No
         where = _where(zoo, name, dataset, recipes, "early_stopping")
         try:
             early_stopping_settings(name, arch.get("early_stopping") or {}, validation, where)
+            check_flip(name, arch, dataset, _where(zoo, name, dataset, recipes, "augmentation"))
             if arch.get("schedule") and arch.get("distributed"):
                 raise ConfigError(
                     f"architecture {name!r}, {_where(zoo, name, dataset, recipes, 'schedule')}: "

@@ -34,6 +34,7 @@ def load_model(model_path: str | Path):
         raise DataFormatError(f"{path}: model file not found")
     import tensorflow as tf
 
+    import afternoon.training.losses  # noqa: F401 (registers the label-smoothing loss with Keras)
     import afternoon.training.schedules  # noqa: F401 (registers the learning-rate schedules with Keras)
 
     try:

@@ -74,6 +74,9 @@ OPTIMIZER_KEYS["adam"]["epsilon"] = POS_NUMBER
 EARLY_STOPPING_KEYS = {"monitor": MONITOR, "patience": NON_NEG_INT, "restore_best_weights": BOOL}
 EARLY_STOPPING_KEYS["min_delta"] = NON_NEGATIVE
 AUGMENTATION_KEYS = {"rotation": NON_NEGATIVE, "shift": FRACTION, "zoom": FRACTION}
+# A flip keeps the label only on some datasets: the registry's label_preserving_flips (checks).
+FLIPS = ("horizontal",)
+AUGMENTATION_KEYS["flip"] = (FLIPS.__contains__, " or ".join(FLIPS))
 # Data-parallel training (afternoon.distributed); every key optional, ranks: 1 is one process.
 DISTRIBUTED_KEYS = {"backend": (lambda v: v in BACKENDS, " or ".join(BACKENDS)), "ranks": POS_INT}
 DISTRIBUTED_KEYS.update(scale_lr=BOOL, warmup_epochs=NON_NEG_INT)
@@ -83,6 +86,7 @@ REQUIRED_FIELDS = ("layers", "optimizer", "batch_size", "epochs")
 # them retrains nothing.
 OVERRIDABLE_KEYS = ("layers", "optimizer", "batch_size", "epochs", "early_stopping")
 OVERRIDABLE_KEYS += ("augmentation", "distributed", "schedule", "precision", "steps_per_execution")
+OVERRIDABLE_KEYS += ("label_smoothing",)
 TRAINING_KEYS = OVERRIDABLE_KEYS
 # A learning-rate schedule over the whole run (afternoon.training.schedules).
 SCHEDULE_KEYS = {"name": (lambda v: v in SCHEDULE_DEFAULTS, "cosine or one_cycle")}
@@ -187,12 +191,14 @@ _FIELD_CHECKS = {
     "schedule": lambda w, v: _check_mapping(w, v, SCHEDULE_KEYS, required=("name",)),
     "precision": lambda w, v: _check_value(w, v, PRECISION),
     "steps_per_execution": lambda w, v: _check_value(w, v, POS_INT),
+    "label_smoothing": lambda w, v: _check_value(w, v, FRACTION),
     "recipes": lambda w, v: _check_recipes(w, v),
 }
 
 
 def _check_recipes(where: str, spec) -> None:
-    """Named recipe sets: {set name: overrides of the training fields, as a dataset's}."""
+    """Named recipe sets: {set name: overrides of the training fields, as a dataset's, and
+    under ``datasets`` per dataset the set's own overrides there}."""
     if not isinstance(spec, dict):
         raise _Invalid(where, f"must be a mapping, got {spec!r}")
     for name, overrides in spec.items():
@@ -200,7 +206,11 @@ def _check_recipes(where: str, spec) -> None:
             raise _Invalid(where, f"recipe set names are letters, digits, _ . -, got {name!r}")
         if name == SEED_RECIPES:
             raise _Invalid(f"{where}.{name}", "'seed' is the entry itself, not an override")
-        _check_overrides(f"{where}.{name}", overrides)
+        at = f"{where}.{name}"
+        _check_mapping(at, overrides, dict.fromkeys((*OVERRIDABLE_KEYS, "datasets"), _ANY))
+        _check_overrides(at, {k: v for k, v in overrides.items() if k != "datasets"})
+        if "datasets" in overrides:
+            _check_per_dataset(f"{at}.datasets", overrides["datasets"], _check_overrides)
 
 
 def _check_distributed(where: str, spec) -> None:
@@ -232,7 +242,7 @@ def validate_architecture(name: str, arch: dict) -> None:
 
 def architecture_for(zoo: dict, name: str, dataset: str, recipes: str = SEED_RECIPES) -> dict:
     """Architecture ``name``'s TRAINING_KEYS on ``dataset`` in the recipe set ``recipes`` (the
-    dataset's overrides, then the set's, applied), a deep copy."""
+    dataset's overrides, then the set's, then the set's for the dataset, applied), a deep copy."""
     arch = zoo[name]
     spec = {key: arch[key] for key in TRAINING_KEYS if key in arch}
     spec.update(arch.get("datasets", {}).get(dataset, {}))
@@ -242,7 +252,9 @@ def architecture_for(zoo: dict, name: str, dataset: str, recipes: str = SEED_REC
                 f"architecture {name!r} has no {recipes!r} recipe (zoo: recipes.{recipes}; "
                 f"it has: {', '.join([SEED_RECIPES, *arch.get('recipes', {})])})"
             )
-        spec.update(arch["recipes"][recipes])
+        recipe = arch["recipes"][recipes]
+        spec.update({key: value for key, value in recipe.items() if key != "datasets"})
+        spec.update(recipe.get("datasets", {}).get(dataset, {}))
     return copy.deepcopy(spec)
 
 

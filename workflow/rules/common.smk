@@ -71,7 +71,7 @@ try:
         if config["searches"]["run"] or Path(config["searches"]["file"]).exists()
         else {}
     )
-    check_search_jobs(config, SEARCHES)
+    check_search_jobs(config, SEARCHES, ZOO)
 except AfternoonError as err:
     sys.exit(f"afternoon: {err}")
 

@@ -263,11 +263,15 @@ def build_report(settings: dict, paths: dict) -> dict:
     figures = []
     for ds in settings["datasets"]:
         runs = runs_of(study["runs"], ds, list(descriptions))  # per arch, its replicates
+        # data.validation_fraction 0 (the slides' protocol): training curves only
+        validated = any(
+            "val_loss" in run["history"].columns for reps in runs.values() for run in reps
+        )
         curves = plot_learning_curves(
             {a: [run["history"] for run in replicates] for a, replicates in runs.items()},
             {a: [run["train"].get("best_epoch") for run in reps] for a, reps in runs.items()},
             Path(paths["figures"][ds]["learning_curves"]),
-            f"{ds}: learning curves (train vs validation)",
+            f"{ds}: learning curves ({'train vs validation' if validated else 'training only'})",
         )
         gaps = long[long["dataset"] == ds].set_index("architecture")["train_minus_test_pp"]
         overfitting = Path(paths["figures"][ds]["overfitting"])
@@ -275,7 +279,7 @@ def build_report(settings: dict, paths: dict) -> dict:
         pareto = Path(paths["figures"][ds]["pareto"])
         plot_pareto(long[long["dataset"] == ds], pareto, f"{ds}: test accuracy against cost")
         figures.append(dict(dataset=ds, curves=png_uri(curves), overfitting=png_uri(bars),
-                            pareto=png_uri(pareto)))  # fmt: skip
+                            pareto=png_uri(pareto), validated=validated))  # fmt: skip
     context = dict(
         study=settings["study"],
         datasets=settings["datasets"],

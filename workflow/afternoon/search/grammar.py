@@ -12,7 +12,7 @@ from __future__ import annotations
 import copy
 import re
 
-from afternoon.checks import check_input_fits
+from afternoon.checks import check_flip, check_input_fits
 from afternoon.defaults import defaults_for, fill
 from afternoon.errors import ConfigError
 from afternoon.registry import dataset_entry, dataset_names
@@ -20,6 +20,7 @@ from afternoon.zoo import (
     ARCHITECTURE_PATTERN,
     LAYER_KEYS,
     OPTIMIZER_KEYS,
+    SEED_RECIPES,
     architecture_for,
     validate_architecture,
 )
@@ -32,7 +33,7 @@ ALGORITHMS = {  # algorithm -> its keys and their defaults (None: required)
 KINDS = ("int", "float", "choice")
 SAMPLINGS = ("linear", "log")
 SEARCH_KEYS = ("description", "base", "datasets", "objective", "seed", "workers", "algorithm")
-SEARCH_KEYS += ("space",)
+SEARCH_KEYS += ("space", "recipes")
 OBJECTIVES = {"val_accuracy": "max", "val_loss": "min", "accuracy": "max", "loss": "min"}
 _PATH = re.compile(r"^(?:layers\[(\d+)\]\.(\w+)\.(\w+)|optimizer\.(\w+)|(batch_size))$")
 
@@ -191,7 +192,7 @@ def validate_search(name: str, search, zoo: dict) -> None:
     if not isinstance(space, dict) or not space:
         _fail(name, "space", "must be a non-empty mapping of hyperparameters")
     for dataset in datasets:
-        arch = architecture_for(zoo, base, dataset)
+        arch = base_architecture(name, search, zoo, dataset)
         optimizers = searched_optimizers(search, arch)
         if bad := [o for o in optimizers if o not in OPTIMIZER_KEYS]:
             _fail(name, "space.optimizer.name", f"unknown optimizer {bad[0]!r} (known: adam, sgd)")
@@ -200,6 +201,18 @@ def validate_search(name: str, search, zoo: dict) -> None:
             _check_path(name, path, base, arch, optimizers)
             for value in _check_hyperparameter(name, path, spec):
                 _check_value_fits(name, path, value, arch, dataset, defaults)
+
+
+def base_architecture(name: str, search: dict, zoo: dict, dataset: str) -> dict:
+    """The search's base on ``dataset`` in its recipe set (``recipes``: seed, the entry itself,
+    unless it names one of the base's sets, e.g. fast); a flip must keep the dataset's labels."""
+    recipes = search.get("recipes", SEED_RECIPES)
+    try:
+        arch = architecture_for(zoo, search["base"], dataset, recipes)
+        check_flip(search["base"], arch, dataset)
+    except ConfigError as err:
+        _fail(name, "recipes" if recipes != SEED_RECIPES else "base", str(err))
+    return arch
 
 
 def searched_optimizers(search: dict, arch: dict) -> list:

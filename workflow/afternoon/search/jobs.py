@@ -4,10 +4,9 @@ rerun trigger), its workers, and the dry run's checks of the selected searches."
 from __future__ import annotations
 
 from afternoon.config import has_validation, job_precision, scaled_epochs
-from afternoon.defaults import defaults_for
+from afternoon.defaults import defaults_for, early_stopping_settings
 from afternoon.errors import ConfigError
-from afternoon.search.grammar import objective_name, searched_optimizers
-from afternoon.zoo import architecture_for
+from afternoon.search.grammar import base_architecture, objective_name, searched_optimizers
 
 DEFAULT_WORKERS = 2
 # What a tune job's chief starts its workers with (e.g. `srun ... -n N`), set before its command
@@ -21,7 +20,7 @@ def search_job(config: dict, zoo: dict, searches: dict, name: str, dataset: str)
     with (``defaults.defaults_for``: a changed default reruns the searches it changes), seed and
     training settings. Editing another zoo entry or search leaves it unchanged."""
     search = searches[name]
-    arch = architecture_for(zoo, search["base"], dataset)
+    arch = base_architecture(name, search, zoo, dataset)  # in the search's recipe set
     arch["epochs"] = scaled_epochs(arch["epochs"], config["training"])
     training = config["training"]
     return {
@@ -41,9 +40,9 @@ def workers_of(search: dict) -> int:
     return int(search.get("workers", DEFAULT_WORKERS))
 
 
-def check_search_jobs(config: dict, searches: dict) -> None:
+def check_search_jobs(config: dict, searches: dict, zoo: dict | None = None) -> None:
     """The dry run's checks of the selected searches: each is in the file, and an objective on
-    the validation split (val_*) has one."""
+    the validation split (val_*), or its base's early stopping on one (with ``zoo``), has one."""
     file = config["searches"]["file"]
     for name in config["searches"]["run"]:
         if name not in searches:
@@ -53,3 +52,10 @@ def check_search_jobs(config: dict, searches: dict) -> None:
         if objective.startswith("val_") and not has_validation(config):
             raise ConfigError(f"{file}: search {name!r}, objective: {objective!r} needs a "
                               "validation split (data.validation_fraction > 0)")  # fmt: skip
+        for dataset in searches[name]["datasets"] if zoo is not None else ():
+            arch = base_architecture(name, searches[name], zoo, dataset)
+            stopping = arch.get("early_stopping") or {}
+            try:
+                early_stopping_settings(searches[name]["base"], stopping, has_validation(config))
+            except ConfigError as err:
+                raise ConfigError(f"{file}: search {name!r}, base {err} on {dataset}") from None

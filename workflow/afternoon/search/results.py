@@ -45,7 +45,8 @@ def write_results(job: dict, oracle, state_dir: Path, args, parent) -> dict:
                    f"{metric} {best.score:.4f})")  # fmt: skip
     entry = {"description": description}
     entry.update({k: spec[k] for k in ("layers", "optimizer", "batch_size", "epochs")})
-    entry.update({k: spec[k] for k in ("early_stopping", "augmentation") if k in spec})
+    optional = ("early_stopping", "augmentation", "label_smoothing", "schedule", "precision")
+    entry.update({k: spec[k] for k in optional if k in spec})  # a fast base's recipe kept
     header = f"# {description}: a complete zoo entry (add it to config/zoo.yaml to train it)\n"
     write_text_atomic(
         Path(args.best), header + yaml.safe_dump({entry_name: entry}, sort_keys=False)

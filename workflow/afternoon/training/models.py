@@ -47,12 +47,16 @@ def _make_layer(tf, kind: str, spec: dict, seed: int, name: str, dtype):
     return getattr(tf.keras.layers, _KERAS_CLASS[kind])(name=name, dtype=dtype, **kw)
 
 
+# In this order (each layer's seed is its place here: a new one goes last).
 _AUGMENT = {"rotation": "RandomRotation", "shift": "RandomTranslation", "zoom": "RandomZoom"}
+_AUGMENT["flip"] = "RandomFlip"
 
 
 def _augmentation(tf, aug: dict, seed: int) -> list:
-    """Random rotation / shift / zoom layers: active in training only (identity at inference)."""
+    """Random rotation / shift / zoom / flip layers: active in training only (identity at
+    inference). flip: its mode (horizontal), where the dataset's labels allow it (the dry run)."""
     args = {"rotation": lambda r: (r / 360,), "shift": lambda s: (s, s), "zoom": lambda z: (z,)}
+    args["flip"] = lambda mode: (mode,)
     return [
         getattr(tf.keras.layers, cls)(*args[key](aug[key]), seed=seed + i, name=f"augment_{key}")
         for i, (key, cls) in enumerate(_AUGMENT.items())
@@ -70,9 +74,9 @@ def build_model(
     steps_per_execution: int = 1,
 ) -> tf.keras.Model:
     """A compiled Sequential for uint8 (H, W, C) images; ``arch``: a job's spec (its layers,
-    optimizer, augmentation, schedule, epochs, name). An ``arch`` with a ``schedule`` needs
-    ``steps_per_epoch`` (its length in steps); ``steps_per_execution``: training steps per call
-    into TensorFlow (the same arithmetic)."""
+    optimizer, augmentation, label_smoothing, schedule, epochs, name). An ``arch`` with a
+    ``schedule`` needs ``steps_per_epoch`` (its length in steps); ``steps_per_execution``:
+    training steps per call into TensorFlow (the same arithmetic)."""
     import tensorflow as tf
 
     name = arch.get("name") or "model"
@@ -114,9 +118,11 @@ def build_model(
         peak = arch["optimizer"]["learning_rate"]
         schedule = schedule_of(arch["schedule"], peak, arch["epochs"], steps_per_epoch)
     optimizer = build_optimizer(arch["optimizer"], schedule)
+    from afternoon.training.losses import loss_of
+
     model.compile(
         optimizer,
-        loss="sparse_categorical_crossentropy",
+        loss=loss_of(arch),  # label_smoothing: one-hot targets, smoothed; else Keras' sparse
         metrics=["accuracy"],
         steps_per_execution=steps_per_execution,
     )
