@@ -130,11 +130,12 @@ def check_jobs(config: dict, zoo: dict, names, jobs_env_here: bool = True) -> No
             raise ConfigError(f"{config['zoo']}: {err}") from None
 
 
-def precision_notes(config: dict, zoo: dict, names) -> list[str]:
-    """One line per precision decision of the study's jobs on this machine (auto, or bf16 asked
-    for on a CPU that emulates it): what the dry run says. Nothing for plain float32."""
+def precision_notes(config: dict, zoo: dict, names, gpus=None) -> list[str]:
+    """One line per precision decision of the study's jobs on this machine (auto, bf16 or
+    float16 asked for): what the dry run says. Nothing for plain float32. ``gpus``: this
+    machine's (default: as nvidia-smi lists them)."""
     from afternoon.config import job_precision
-    from afternoon.training.precision import choose_precision
+    from afternoon.training.precision import GPU_RULE_TEXT, choose_precision, nvidia_gpus
 
     jobs: dict[tuple[str, str], list[str]] = {}
     recipes = config["training"].get("recipes", SEED_RECIPES)
@@ -143,12 +144,16 @@ def precision_notes(config: dict, zoo: dict, names) -> list[str]:
             arch = architecture_for(zoo, name, dataset, recipes)
             requested = job_precision(config["training"], arch)
             if requested != "float32":
-                jobs.setdefault(choose_precision(requested), []).append(f"{name}@{dataset}")
-    return [
-        f"precision {precision} for {', '.join(runs)}: {why}; a job on another node (a cluster) "
-        "decides there and records it in its MLflow run (tag precision)"
-        for (precision, why), runs in jobs.items()
-    ]
+                gpus = nvidia_gpus() if gpus is None else gpus
+                jobs.setdefault(choose_precision(requested, gpus), []).append(f"{name}@{dataset}")
+    notes = []
+    for (precision, why), runs in jobs.items():
+        rule = f" ({GPU_RULE_TEXT})" if why.startswith("auto: this CPU") else ""
+        notes.append(
+            f"precision {precision} for {', '.join(runs)}: {why}; a job on another node (a "
+            f"cluster) decides there{rule} and records it in its MLflow run (tag precision)"
+        )
+    return notes
 
 
 # --- Distributed jobs: without TensorFlow or Horovod ----------------------------------------

@@ -6,7 +6,7 @@
   the data-parallel warm-up and statistics);
 - ``checkpoint``: epoch checkpoints, so a stopped job resumes where it stopped;
 - ``schedules``: learning-rate schedules per step (cosine, one cycle);
-- ``precision``: which precision a job computes in, and why;
+- ``precision``: which precision a job computes in, and why; float16's loss scaling;
 - ``fused_adam``: Adam's update by TensorFlow's fused kernel.
 
 Nothing here reads the zoo file: a job's spec (``config.job_spec``) carries what it needs.

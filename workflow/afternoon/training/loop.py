@@ -15,7 +15,7 @@ import numpy as np
 
 from afternoon.runtime import configure_tensorflow
 from afternoon.training.checkpoint import CheckpointState
-from afternoon.training.precision import NO_BF16, job_precision_of
+from afternoon.training.precision import NO_BF16, job_precision_of, keep_loss_scaling
 
 log = logging.getLogger(__name__)
 
@@ -150,6 +150,7 @@ def train(
     resume = checkpointer.resumed if checkpointer is not None else None
     # Distributed: the scaled optimizer, broadcast/average/warm-up (steps_per_execution 1).
     process.compile(model)
+    keep_loss_scaling(tf, model, precision, process.scope)  # mixed_float16: loss-scaled
     callbacks = process.callbacks(steps_per_epoch=steps, resumed=resume is not None)
     rows: list[dict] = list(resume.rows) if resume else []
 
