@@ -1,17 +1,20 @@
-"""The dry run's checks of a study's jobs, without TensorFlow or data: every architecture fits
-each dataset's images and classes (the dataset's layers override applied), early stopping on a
-validation metric has a validation split, and a distributed job's backend is installed here and
-its ranks are placed by the configured nodes and tasks per node.
+"""The dry run's checks of a study's jobs, without TensorFlow or data (a dataset card at most):
+every architecture fits each dataset's images and classes (the dataset's layers override
+applied), early stopping on a validation metric has a validation split, a distributed job's
+backend is installed here and its ranks are placed by the configured nodes and tasks per node,
+and a profile's steps (training.profile_batches) are within each job's first epoch.
 ``models.build_model`` refuses exactly what ``check_input_fits`` refuses (tests/test_models.py)."""
 
 from __future__ import annotations
 
 import importlib.util
 import math
+from pathlib import Path
 
 from afternoon.config import has_validation
 from afternoon.defaults import distributed_settings, early_stopping_settings, layer_settings
-from afternoon.errors import ConfigError, horovod_unavailable
+from afternoon.errors import ConfigError, DataFormatError, horovod_unavailable
+from afternoon.fileio import read_json
 from afternoon.registry import dataset_entry, dataset_names
 from afternoon.zoo import SEED_RECIPES, architecture_for, recipe_sets, unknown_dataset
 
@@ -154,6 +157,44 @@ def precision_notes(config: dict, zoo: dict, names, gpus=None) -> list[str]:
             f"cluster) decides there{rule} and records it in its MLflow run (tag precision)"
         )
     return notes
+
+
+def check_profile_batches(config: dict, zoo: dict, names, card_of) -> None:
+    """training.profile_batches: first <= last and, where a dataset's card (``card_of(dataset)``,
+    written by its preprocess job) says how many training samples it has, last within each job's
+    steps per epoch (a mirrored job's GPUs are not known here: its job checks again)."""
+    batches = config["training"].get("profile_batches")
+    if not batches:
+        return
+    (first, last), key = batches, "config: key training.profile_batches"
+    if first > last:
+        raise ConfigError(f"{key}: first step {first} is after the last, {last}")
+    recipes = config["training"].get("recipes", SEED_RECIPES)
+    for dataset, archs in runs_by_dataset(config["datasets"], names).items():
+        samples = _train_samples(Path(card_of(dataset)), config["data"]["validation_fraction"])
+        if samples is None:
+            continue  # not preprocessed yet: the job checks at its start
+        for name in archs:
+            arch = architecture_for(zoo, name, dataset, recipes)
+            shard = samples // distributed_settings(arch)["ranks"]
+            steps = -(-shard // arch["batch_size"])
+            if last > steps:
+                raise ConfigError(
+                    f"{key}: [{first}, {last}]: {name} on {dataset} has {steps} steps per epoch "
+                    f"({shard} training samples, batch {arch['batch_size']})"
+                )
+
+
+def _train_samples(card: Path, validation_fraction: float) -> int | None:
+    """The training split's size from a dataset card made with ``validation_fraction``; None
+    where there is none yet (or it was made with another fraction)."""
+    try:
+        card = read_json(card)
+        if card["validation_fraction"] == validation_fraction:
+            return int(card["splits"]["train"]["n"])
+    except (DataFormatError, KeyError, TypeError, ValueError):
+        pass
+    return None
 
 
 # --- Distributed jobs: without TensorFlow or Horovod ----------------------------------------

@@ -157,6 +157,8 @@ def job_spec(config: dict, zoo: dict, dataset: str, arch_name: str) -> dict:
         precision=job_precision(training, spec),
         deterministic=training["deterministic"],
     )
+    if training.get("profile_batches"):  # only when set: the default study's specs unchanged
+        spec["profile_batches"] = list(training["profile_batches"])
     return spec
 
 

@@ -31,7 +31,7 @@ from afternoon.layout import Layout
 from afternoon.registry import dataset_entry
 from afternoon.search.grammar import load_searches
 from afternoon.search.jobs import check_search_jobs, search_job, workers_of
-from afternoon.checks import check_jobs, precision_notes
+from afternoon.checks import check_jobs, check_profile_batches, precision_notes
 from afternoon.tracking.uris import resolve_tracking_uri
 from afternoon.defaults import distributed_settings, ranks_of
 from afternoon.zoo import ARCHITECTURE_PATTERN, dataset_pattern, reference_accuracy
@@ -55,6 +55,8 @@ try:
     ARCHITECTURES = architectures_of(RUNS)
     # (A distributed backend's package is looked for here unless the jobs get conda envs.)
     check_jobs(config, ZOO, RUNS, DeploymentMethod.CONDA not in workflow.deployment_settings.deployment_method)
+    # A TensorBoard profile's steps (training.profile_batches) within each job's first epoch.
+    check_profile_batches(config, ZOO, RUNS, LAYOUT.card)
     # Which precision the jobs use here, and why (auto: bf16 only where the hardware has it).
     for note in precision_notes(config, ZOO, RUNS):
         print(f"afternoon: {note}", file=sys.stderr)
