@@ -165,8 +165,8 @@ def test_snakemake_rejects_a_bad_key_in_one_line_before_any_job(tmp_path, config
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert lines == [
         "afternoon: config: unknown key training.epochz (allowed here: conda_env, deterministic, "
-        "epochs_scale, max_epochs, mpi_launcher, nodes, precision, recipes, tasks_per_node, "
-        "threads, worker_launcher)"
+        "epochs_scale, max_epochs, mpi_launcher, nodes, precision, profile_batches, recipes, "
+        "tasks_per_node, threads, worker_launcher)"
     ]
 
 

@@ -77,7 +77,7 @@ def test_auto_precision_follows_the_cpu_flags_and_the_gpu():
     precision, why = choose_precision("auto", flags={"avx2", "avx512f"})  # an AMD EPYC of ours
     assert precision == "float32" and NO_BF16 in why and "#45441" in why
     assert choose_precision("auto", [("A100", "8.0")], flags=set())[0] == "mixed_bfloat16"
-    assert choose_precision("auto", [("V100", "7.0")], flags={"amx_bf16"})[0] == "float32"
+    assert choose_precision("auto", [("V100", "7.0")], flags={"amx_bf16"})[0] == "mixed_float16"
     # asked for explicitly: honoured, and said when it will be slow
     precision, why = choose_precision("mixed_bfloat16", flags=set())
     assert precision == "mixed_bfloat16" and NO_BF16 in why

@@ -155,8 +155,9 @@ def test_float32_is_the_default(mnist_models):
 
 
 def test_unknown_precision_is_a_config_error(zoo):
-    with pytest.raises(ConfigError, match="mixed_float16"):
-        build_model(named(zoo, "fc64"), DIGITS, mixed_precision="mixed_float16")
+    message = "must be float32 or mixed_bfloat16 or mixed_float16: 'float16'"
+    with pytest.raises(ConfigError, match=message):
+        build_model(named(zoo, "fc64"), DIGITS, mixed_precision="float16")
 
 
 def test_augmentation_is_identity_at_inference(zoo):

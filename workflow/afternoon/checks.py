@@ -1,18 +1,21 @@
-"""The dry run's checks of a study's jobs, without TensorFlow or data: every architecture fits
-each dataset's images and classes (the dataset's layers override applied), early stopping on a
-validation metric has a validation split, a flip only where it keeps the labels, and a
-distributed job's backend is installed here and its ranks are placed by the configured nodes
-and tasks per node.
+"""The dry run's checks of a study's jobs, without TensorFlow or data (a dataset card at most):
+every architecture fits each dataset's images and classes (the dataset's layers override
+applied), early stopping on a validation metric has a validation split, a flip only where it
+keeps the labels, a distributed job's backend is installed here and its ranks are placed by the
+configured nodes and tasks per node, and a profile's steps (training.profile_batches) are within
+each job's first epoch.
 ``models.build_model`` refuses exactly what ``check_input_fits`` refuses (tests/test_models.py)."""
 
 from __future__ import annotations
 
 import importlib.util
 import math
+from pathlib import Path
 
 from afternoon.config import has_validation
 from afternoon.defaults import distributed_settings, early_stopping_settings, layer_settings
-from afternoon.errors import ConfigError, horovod_unavailable
+from afternoon.errors import ConfigError, DataFormatError, horovod_unavailable
+from afternoon.fileio import read_json
 from afternoon.registry import dataset_entry, dataset_names
 from afternoon.zoo import SEED_RECIPES, architecture_for, recipe_sets, unknown_dataset
 
@@ -150,11 +153,12 @@ def check_jobs(config: dict, zoo: dict, names, jobs_env_here: bool = True) -> No
             raise ConfigError(f"{config['zoo']}: {err}") from None
 
 
-def precision_notes(config: dict, zoo: dict, names) -> list[str]:
-    """One line per precision decision of the study's jobs on this machine (auto, or bf16 asked
-    for on a CPU that emulates it): what the dry run says. Nothing for plain float32."""
+def precision_notes(config: dict, zoo: dict, names, gpus=None) -> list[str]:
+    """One line per precision decision of the study's jobs on this machine (auto, bf16 or
+    float16 asked for): what the dry run says. Nothing for plain float32. ``gpus``: this
+    machine's (default: as nvidia-smi lists them)."""
     from afternoon.config import job_precision
-    from afternoon.training.precision import choose_precision
+    from afternoon.training.precision import GPU_RULE_TEXT, choose_precision, nvidia_gpus
 
     jobs: dict[tuple[str, str], list[str]] = {}
     recipes = config["training"].get("recipes", SEED_RECIPES)
@@ -163,12 +167,54 @@ def precision_notes(config: dict, zoo: dict, names) -> list[str]:
             arch = architecture_for(zoo, name, dataset, recipes)
             requested = job_precision(config["training"], arch)
             if requested != "float32":
-                jobs.setdefault(choose_precision(requested), []).append(f"{name}@{dataset}")
-    return [
-        f"precision {precision} for {', '.join(runs)}: {why}; a job on another node (a cluster) "
-        "decides there and records it in its MLflow run (tag precision)"
-        for (precision, why), runs in jobs.items()
-    ]
+                gpus = nvidia_gpus() if gpus is None else gpus
+                jobs.setdefault(choose_precision(requested, gpus), []).append(f"{name}@{dataset}")
+    notes = []
+    for (precision, why), runs in jobs.items():
+        rule = f" ({GPU_RULE_TEXT})" if why.startswith("auto: this CPU") else ""
+        notes.append(
+            f"precision {precision} for {', '.join(runs)}: {why}; a job on another node (a "
+            f"cluster) decides there{rule} and records it in its MLflow run (tag precision)"
+        )
+    return notes
+
+
+def check_profile_batches(config: dict, zoo: dict, names, card_of) -> None:
+    """training.profile_batches: first <= last and, where a dataset's card (``card_of(dataset)``,
+    written by its preprocess job) says how many training samples it has, last within each job's
+    steps per epoch (a mirrored job's GPUs are not known here: its job checks again)."""
+    batches = config["training"].get("profile_batches")
+    if not batches:
+        return
+    (first, last), key = batches, "config: key training.profile_batches"
+    if first > last:
+        raise ConfigError(f"{key}: first step {first} is after the last, {last}")
+    recipes = config["training"].get("recipes", SEED_RECIPES)
+    for dataset, archs in runs_by_dataset(config["datasets"], names).items():
+        samples = _train_samples(Path(card_of(dataset)), config["data"]["validation_fraction"])
+        if samples is None:
+            continue  # not preprocessed yet: the job checks at its start
+        for name in archs:
+            arch = architecture_for(zoo, name, dataset, recipes)
+            shard = samples // distributed_settings(arch)["ranks"]
+            steps = -(-shard // arch["batch_size"])
+            if last > steps:
+                raise ConfigError(
+                    f"{key}: [{first}, {last}]: {name} on {dataset} has {steps} steps per epoch "
+                    f"({shard} training samples, batch {arch['batch_size']})"
+                )
+
+
+def _train_samples(card: Path, validation_fraction: float) -> int | None:
+    """The training split's size from a dataset card made with ``validation_fraction``; None
+    where there is none yet (or it was made with another fraction)."""
+    try:
+        card = read_json(card)
+        if card["validation_fraction"] == validation_fraction:
+            return int(card["splits"]["train"]["n"])
+    except (DataFormatError, KeyError, TypeError, ValueError):
+        pass
+    return None
 
 
 # --- Distributed jobs: without TensorFlow or Horovod ----------------------------------------

@@ -160,6 +160,8 @@ def job_spec(config: dict, zoo: dict, dataset: str, arch_name: str, replicate: i
     )
     if int(replicate):
         spec.update(seed=config["seed"] + int(replicate), replicate=int(replicate))
+    if training.get("profile_batches"):  # only when set: the default study's specs unchanged
+        spec["profile_batches"] = list(training["profile_batches"])
     return spec
 
 

@@ -91,9 +91,9 @@ TRAINING_KEYS = OVERRIDABLE_KEYS
 # A learning-rate schedule over the whole run (afternoon.training.schedules).
 SCHEDULE_KEYS = {"name": (lambda v: v in SCHEDULE_DEFAULTS, "cosine or one_cycle")}
 SCHEDULE_KEYS.update(warmup_epochs=NON_NEGATIVE, final_lr_fraction=FRACTION)
-# auto: mixed_bfloat16 where the hardware computes in bf16, else float32
-# (afternoon.training.precision).
-PRECISIONS = ("float32", "mixed_bfloat16", "auto")
+# auto: mixed_bfloat16 where the hardware computes in bf16, mixed_float16 on a GPU of compute
+# capability 7.x, else float32 (afternoon.training.precision).
+PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16", "auto")
 PRECISION = (PRECISIONS.__contains__, " or ".join(PRECISIONS))
 # The recipe set a study trains (config training.recipes): the seeds' (the entry itself) or a
 # named set of overrides under the entry's `recipes`.

@@ -17,7 +17,7 @@ from afternoon import export_package_path
 
 export_package_path(PACKAGE_DIR)
 
-from afternoon.checks import check_jobs, placement, precision_notes
+from afternoon.checks import check_jobs, check_profile_batches, placement, precision_notes
 from afternoon.config import (
     architectures_of,
     check_against_schema,
@@ -59,6 +59,8 @@ try:
     ARCHITECTURES = architectures_of(RUNS)
     # (A distributed backend's package is looked for here unless the jobs get conda envs.)
     check_jobs(config, ZOO, RUNS, DeploymentMethod.CONDA not in workflow.deployment_settings.deployment_method)
+    # A TensorBoard profile's steps (training.profile_batches) within each job's first epoch.
+    check_profile_batches(config, ZOO, RUNS, LAYOUT.card)
     # Which precision the jobs use here, and why (auto: bf16 only where the hardware has it).
     for note in precision_notes(config, ZOO, RUNS):
         print(f"afternoon: {note}", file=sys.stderr)

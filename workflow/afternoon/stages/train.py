@@ -54,8 +54,8 @@ def train_job(
     data = load_npz(npz)
     dataset_card = read_json(card)
     spec = {**spec, "num_classes": len(dataset_card["class_names"])}
-    fingerprint = {
-        "spec": tracking.config_hash(spec),
+    fingerprint = {  # what is trained: a profile (profile_batches) changes nothing of it
+        "spec": tracking.config_hash({k: v for k, v in spec.items() if k != "profile_batches"}),
         "data": dataset_card.get("npz_sha256"),
         "ranks": process.size,
     }

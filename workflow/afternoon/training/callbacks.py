@@ -5,6 +5,7 @@
 - ``EpochCheckpoint``: saves the job's state (``checkpoint.Checkpointer``) at an epoch's end.
 - ``LearningRateWarmup``: Goyal et al.'s gradual warm-up of a data-parallel job (every backend).
 - ``AverageStatistics``: a data-parallel job's batch-norm statistics averaged, SIGTERM obeyed.
+- ``ProfiledSteps``: a TensorBoard profile of exactly the steps of ``training.profile_batches``.
 
 Importing this module imports TensorFlow's Keras 2 (``tf_keras``): only the TensorFlow side of
 a job (``training.loop``, the distributed backends) imports it, once TensorFlow is configured.
@@ -12,14 +13,18 @@ a job (``training.loop``, the distributed backends) imports it, once TensorFlow 
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 
+import tensorflow as tf
 import tf_keras as keras
 
 from afternoon.errors import TrainingDiverged
 from afternoon.training.checkpoint import CheckpointState
 from afternoon.training.schedules import learning_rate_now
+
+log = logging.getLogger(__name__)
 
 
 class EpochRecorder(keras.callbacks.Callback):
@@ -139,3 +144,64 @@ class AverageStatistics(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         self.process.average_statistics(self.model)
+
+
+class ProfiledSteps(keras.callbacks.Callback):
+    """A TensorBoard profile of training steps ``first``..``last`` (counted from 1 in the first
+    epoch this fit trains) into ``log_dir`` (``plugins/profile/<time>/<host>.xplane.pb``).
+
+    Not Keras' ``TensorBoard(profile_batch=...)``: it counts calls into TensorFlow, each
+    ``steps_per_execution`` steps (at most an epoch's), so its (2, 3) profiles steps 51 to 150 of
+    a job at 50 steps a call; and it starts and stops the profiler inside a call's step marker
+    (fit's ``Trace("train", step_num=...)``), so its profile lacks the first and last steps'.
+    Here, in the first epoch, the call before ``first`` is cut to end at step ``first - 1``, steps
+    ``first``..``last`` run one a call (the same arithmetic: tests/test_fast_recipes.py), then
+    ``steps_per_execution`` a call again; the profiler runs from the end of step ``first - 1``
+    (or the epoch's start) to the start of step ``last + 1`` (or the epoch's validation, or end):
+    the profile holds exactly those steps, each with its marker. The model's
+    ``steps_per_execution`` is set before each call, as Keras sets it for an epoch's last call.
+    """
+
+    def __init__(self, log_dir, first: int, last: int, steps_per_execution: int):
+        super().__init__()
+        self._supports_tf_logs = True  # the batch hooks read no logs: no sync per call
+        self.log_dir, self.first, self.last = str(log_dir), first, last
+        self.per_call, self.state = steps_per_execution, "waiting"  # -> profiling -> done
+
+    def _before_call(self, step: int) -> None:
+        """Before the call that starts at ``step`` (counted from 0 in the epoch)."""
+        if step == self.first - 1 and self.state == "waiting":
+            try:
+                tf.profiler.experimental.start(self.log_dir)
+                self.state = "profiling"
+            except tf.errors.AlreadyExistsError as err:  # another profiler: no profile, go on
+                log.warning("no profile of steps %d-%d: %s", self.first, self.last, err.message)
+                self.state = "done"
+        if step < self.first - 1:
+            steps = min(self.per_call, self.first - 1 - step)
+        else:
+            steps = 1 if self.state == "profiling" and step < self.last else self.per_call
+        self.model.steps_per_execution = steps
+
+    def _stop(self) -> None:
+        if self.state == "profiling":
+            tf.profiler.experimental.stop()
+        self.state = "done"
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if self.state == "waiting":
+            self._before_call(0)
+
+    def on_train_batch_end(self, batch, logs=None):
+        if self.state != "done":  # ``batch``: the call's last step
+            self._before_call(batch + 1)
+
+    def on_train_batch_begin(self, batch, logs=None):
+        if batch == self.last:  # inside the next step's marker: the last step's is complete
+            self._stop()
+
+    def on_test_begin(self, logs=None):
+        self._stop()  # step ``last`` ended the epoch: its validation is no part of the profile
+
+    def on_epoch_end(self, epoch, logs=None):
+        self._stop()

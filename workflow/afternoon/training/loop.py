@@ -13,9 +13,10 @@ from pathlib import Path
 
 import numpy as np
 
+from afternoon.errors import ConfigError
 from afternoon.runtime import configure_tensorflow
 from afternoon.training.checkpoint import CheckpointState
-from afternoon.training.precision import NO_BF16, job_precision_of
+from afternoon.training.precision import NO_BF16, job_precision_of, keep_loss_scaling
 
 log = logging.getLogger(__name__)
 
@@ -81,8 +82,9 @@ def make_dataset(
 # --- Callbacks (training.callbacks: imported once TensorFlow is configured) -------------------
 
 
-def _callbacks(spec: dict, tensorboard_dir: Path | None, on_epoch):
-    """The job's own callbacks (the process's come first) and its early stopping, if any."""
+def _callbacks(spec: dict, tensorboard_dir: Path | None, on_epoch, profile=None):
+    """The job's own callbacks (the process's come first) and its early stopping, if any;
+    ``profile``: the ``ProfiledSteps`` of training.profile_batches (None: no profile)."""
     from afternoon.training.callbacks import EpochRecorder, ResumableEarlyStopping
 
     stopper = None
@@ -96,8 +98,25 @@ def _callbacks(spec: dict, tensorboard_dir: Path | None, on_epoch):
 
         # Weight histograms every epoch, as the seeds' TensorBoard callback (histogram_freq=1).
         board = keras.callbacks.TensorBoard(str(tensorboard_dir), histogram_freq=1, profile_batch=0)
-        callbacks.append(board)
+        callbacks += [board, profile] if profile else [board]
     return callbacks, stopper
+
+
+def _profiled_steps(spec: dict, steps: int, model, process, tensorboard_dir):
+    """The ``ProfiledSteps`` of the spec's profile_batches (training.profile_batches), on the
+    chief only; None without them. A range past the first epoch is one line naming the key."""
+    if not spec.get("profile_batches") or not process.is_root or tensorboard_dir is None:
+        return None
+    first, last = spec["profile_batches"]
+    if not 1 <= first <= last <= steps:
+        raise ConfigError(
+            f"config: key training.profile_batches: [{first}, {last}] is not within the "
+            f"{steps} steps per epoch of {spec['name']} on {spec['dataset']} (1 <= first <= last)"
+        )
+    from afternoon.training.callbacks import ProfiledSteps
+
+    per_call = min(int(model.steps_per_execution.numpy()), steps)  # fit truncates it to an epoch
+    return ProfiledSteps(tensorboard_dir, first, last, per_call)
 
 
 def _resume(tf, model, checkpointer, resume: CheckpointState, stopper) -> None:
@@ -150,6 +169,7 @@ def train(
     resume = checkpointer.resumed if checkpointer is not None else None
     # Distributed: the scaled optimizer, broadcast/average/warm-up (steps_per_execution 1).
     process.compile(model)
+    keep_loss_scaling(tf, model, precision, process.scope)  # mixed_float16: loss-scaled
     callbacks = process.callbacks(steps_per_epoch=steps, resumed=resume is not None)
     rows: list[dict] = list(resume.rows) if resume else []
 
@@ -158,7 +178,8 @@ def train(
         if on_epoch:
             on_epoch(epoch, logs)
 
-    more, stopper = _callbacks(spec, tensorboard_dir, record)
+    profile = _profiled_steps(spec, steps, model, process, tensorboard_dir)
+    more, stopper = _callbacks(spec, tensorboard_dir, record, profile)
     callbacks += more
     first_epoch = resume.epoch if resume else 0
     if resume:

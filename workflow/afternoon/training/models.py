@@ -7,6 +7,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from afternoon.errors import ConfigError
+from afternoon.training.precision import PRECISIONS, loss_scaled
 
 if TYPE_CHECKING:
     import tensorflow as tf
@@ -80,8 +81,8 @@ def build_model(
     import tensorflow as tf
 
     name = arch.get("name") or "model"
-    if mixed_precision not in ("float32", "mixed_bfloat16"):
-        raise ConfigError(f"mixed_precision must be float32 or mixed_bfloat16: {mixed_precision!r}")
+    if mixed_precision not in PRECISIONS:
+        raise ConfigError(f"mixed_precision must be {' or '.join(PRECISIONS)}: {mixed_precision!r}")
     policy = tf.keras.mixed_precision.Policy(mixed_precision)
     input_shape = tuple(input_shape)
     model = tf.keras.Sequential([tf.keras.Input(shape=input_shape, name="images")], name=name)
@@ -117,7 +118,8 @@ def build_model(
             raise ConfigError(f"architecture {name!r}: a schedule needs the steps per epoch")
         peak = arch["optimizer"]["learning_rate"]
         schedule = schedule_of(arch["schedule"], peak, arch["epochs"], steps_per_epoch)
-    optimizer = build_optimizer(arch["optimizer"], schedule)
+    optimizer = build_optimizer(arch["optimizer"], schedule)  # mixed_float16: loss-scaled
+    optimizer = loss_scaled(tf, optimizer, mixed_precision, model.trainable_variables)
     from afternoon.training.losses import loss_of
 
     model.compile(
