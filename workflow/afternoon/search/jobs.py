@@ -8,15 +8,18 @@ from afternoon.search.grammar import objective_name
 from afternoon.zoo import architecture_for
 
 DEFAULT_WORKERS = 2
+DEFAULT_EXECUTIONS = 1  # executions_per_trial: trainings of each trial (seeds seed, seed + 1, ..)
+REPORT_ONLY = ("reference",)  # a search's keys only the report reads: editing them reruns no tune
 
 
 def search_job(config: dict, zoo: dict, searches: dict, name: str, dataset: str) -> dict:
     """Everything one tune job needs and nothing else (its rerun trigger): the search, its base
     architecture on ``dataset`` (epochs scaled as the study's), seed and training settings.
-    Editing another zoo entry or search leaves it unchanged."""
+    Editing another zoo entry or search, or the search's ``REPORT_ONLY`` keys, leaves it
+    unchanged."""
     from afternoon.config import job_precision, scaled_epochs
 
-    search = searches[name]
+    search = {k: v for k, v in searches[name].items() if k not in REPORT_ONLY}
     arch = architecture_for(zoo, search["base"], dataset)
     arch["epochs"] = scaled_epochs(arch["epochs"], config["training"])
     training = config["training"]
@@ -34,6 +37,11 @@ def search_job(config: dict, zoo: dict, searches: dict, name: str, dataset: str)
 
 def workers_of(search: dict) -> int:
     return int(search.get("workers", DEFAULT_WORKERS))
+
+
+def executions_of(search: dict) -> int:
+    """How many times each trial is trained (Keras Tuner's executions_per_trial)."""
+    return int(search.get("executions_per_trial", DEFAULT_EXECUTIONS))
 
 
 def check_search_jobs(config: dict, searches: dict) -> None:
