@@ -227,3 +227,4 @@ def test_a_grid_scored_on_the_test_set_is_reported_beside_its_reference(search_s
         (objective,) = match["objective"]
         assert (ours, theirs) == (f"{objective:.4f}", f"{entry['test_accuracy']:.4f}")
         assert difference == f"{objective - entry['test_accuracy']:+.4f}"
+    assert f"make tensorboard SEARCH={GRID}/digits" in html

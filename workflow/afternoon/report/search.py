@@ -56,8 +56,8 @@ def search_sections(searches: list[dict], references: dict | None = None) -> lis
                 columns=columns,
                 rows=[[_fmt(row[c]) for c in columns] for _, row in trials.iterrows()],
                 best_trial=summary["best_trial"],
-                tensorboard_command=f"{TENSORBOARD_COMMAND} TENSORBOARD_LOGDIR="
-                f"{paths['tune']['tensorboard']}",
+                tensorboard_command=f"{TENSORBOARD_COMMAND} SEARCH={summary['search']}/"
+                f"{summary['dataset']}",
                 reference=_reference(references.get(summary["search"]), trials, summary),
                 objective_png=data_uri(objective_figure(trials, summary["objective"], title)),
                 brackets_png=data_uri(brackets_figure(trials, f"{title}: Hyperband brackets"))

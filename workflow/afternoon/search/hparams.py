@@ -8,7 +8,7 @@ it (``objective_execution_<i>``).
 Written by the chief from the trials table with TensorBoard's own protos and event writer (no
 TensorFlow); a rerun replaces the folder whole. One experiment per folder: TensorBoard shows one
 experiment per log directory, so point it at one search's folder (``make tensorboard
-TENSORBOARD_LOGDIR=<that folder>``; the report names it).
+SEARCH=<search>/<dataset>``; the report names it).
 """
 
 from __future__ import annotations
