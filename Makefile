@@ -81,11 +81,14 @@ slurm-profile:
 
 # The MLflow UI on this machine only (127.0.0.1). See README for a network bind with auth.
 # The study experiment's runs table (not MLflow 3's GenAI view): afternoon.tracking.uris.
-MLFLOW_UI_URL = $(shell $(BIN)/python -c "from afternoon.layout import Layout; from afternoon.tracking.uris import study_ui_url; print(study_ui_url('http://127.0.0.1:5000', Layout().tracking_marker()))" 2>/dev/null)
+# MLFLOW_UI_PORT: another port; MLFLOW_UI_RESULTS: another study's results folder.
+MLFLOW_UI_PORT ?= 5000
+MLFLOW_UI_RESULTS ?= results
+MLFLOW_UI_URL = $(shell $(BIN)/python -c "from afternoon.layout import Layout; from afternoon.tracking.uris import study_ui_url; print(study_ui_url('http://127.0.0.1:$(MLFLOW_UI_PORT)', Layout('$(MLFLOW_UI_RESULTS)').tracking_marker()))" 2>/dev/null)
 mlflow-ui: $(STAMP)
 	@echo "MLflow UI: $(MLFLOW_UI_URL)"
-	mlflow ui --host 127.0.0.1 --port 5000 --backend-store-uri sqlite:///$$($(BIN)/python -c \
-	"from afternoon.layout import Layout; print(Layout().tracking_db())")
+	mlflow ui --host 127.0.0.1 --port $(MLFLOW_UI_PORT) --backend-store-uri sqlite:///$$($(BIN)/python -c \
+	"from afternoon.layout import Layout; print(Layout('$(MLFLOW_UI_RESULTS)').tracking_db())")
 
 # TensorBoard over every run of the study (each run's tensorboard/ folder: scalars, graph, weight
 # histograms), on the loopback interface only. TENSORBOARD_LOGDIR: another study's runs folder.

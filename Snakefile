@@ -20,6 +20,7 @@ include: "workflow/rules/common.smk"
 wildcard_constraints:
     dataset=dataset_pattern(),
     arch=ARCHITECTURE_PATTERN,
+    replicate="[1-9][0-9]*",  # replicate 0 is rule train's own path (layout.replicate_name)
     search=ARCHITECTURE_PATTERN,
 
 

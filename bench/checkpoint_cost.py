@@ -29,12 +29,11 @@ def measure(arch: str, repeats: int) -> tuple[float, float]:
     from afternoon.runtime import configure_tensorflow
     from afternoon.training.checkpoint import Checkpointer, CheckpointState, build_optimizer_state
     from afternoon.training.models import build_model
-    from afternoon.zoo import architecture_of
 
     config = load_yaml(REPO / "config/config.yaml")
     spec = job_spec(config, load_zoo(REPO / "config/zoo.yaml"), "mnist", arch)
     tf = configure_tensorflow(2, spec["seed"], True)
-    model = build_model(architecture_of(spec), (28, 28, 1), seed=spec["seed"])
+    model = build_model(spec, (28, 28, 1), seed=spec["seed"])
     build_optimizer_state(model)
     rows = [{"epoch": e, "loss": 0.1, "accuracy": 0.9} for e in range(1, 41)]
     with tempfile.TemporaryDirectory() as tmp:

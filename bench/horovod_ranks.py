@@ -5,8 +5,9 @@
 
 The pipeline's train job (``python -m afternoon.cli train``, as the train rule runs it) on the
 digits (preprocessed as the pipeline does: validation fraction 0.1, seed 42), once as one
-process and once as 2 Horovod ranks started by config/config.yaml's ``training.mpi_launcher``
-(``{launcher} -n 2 python -m afternoon.cli train ...``; zoo ``distributed: {backend: horovod,
+process and once as 2 Horovod ranks started by the MPI launcher of this machine (mpirun, or
+config/config.yaml's ``training.mpi_launcher`` when set: ``{launcher} -n 2 python -m
+afternoon.cli train ...``; zoo ``distributed: {backend: horovod,
 ranks: 2}`` with its defaults: learning rate x 2, one warm-up epoch). Both get --threads cores in
 all (2 ranks: threads // 2 each). --repeats runs of each, alternating 1, 2, 1, 2, ...
 Per run: wall time of the command (process start to exit), the median epoch time after the
@@ -59,9 +60,11 @@ def train_run(ranks: int, args, root: Path) -> dict:
                "--threads", str(args.threads),
                *output_flags(train_job_files(str(out)))]  # fmt: skip
     if ranks > 1:
-        cpus = str(max(1, args.threads // ranks))
-        launcher = config["training"]["mpi_launcher"].replace("{cpus}", cpus)
-        command = [*shlex.split(launcher), "-n", str(ranks), *command]
+        from afternoon.distributed.launch import launcher
+
+        cpus = max(1, args.threads // ranks)
+        prefix = launcher("mpi_launcher", config["training"]["mpi_launcher"], None, cpus, ranks)
+        command = [*shlex.split(prefix), *command]
     start = time.perf_counter()
     result = subprocess.run(command, capture_output=True, text=True, cwd=REPO)
     wall = time.perf_counter() - start

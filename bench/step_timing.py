@@ -46,13 +46,15 @@ def start_tensorflow(threads: int, deterministic: bool = True):
 
 
 def architecture(name: str) -> dict:
-    """A zoo entry (its MNIST recipe) as build_model takes it."""
+    """A zoo entry (its MNIST recipe) as build_model takes it: a job's spec, defaults filled in."""
     from afternoon.config import load_zoo
+    from afternoon.defaults import filled
+    from afternoon.zoo import architecture_for
 
     zoo = load_zoo(REPO / "config/zoo.yaml")
     if name not in zoo:
         raise SystemExit(f"architecture {name!r} is not in config/zoo.yaml")
-    return zoo[name] | {"name": name}
+    return filled(architecture_for(zoo, name, "mnist"), has_validation=True) | {"name": name}
 
 
 def random_images(samples: int, shape=(28, 28, 1)):

@@ -105,11 +105,12 @@ POOL = {"maxpool2d": {"pool_size": 2}}
 CONFIG_CASES = {
     "unknown key": ({"training": {"epochz": 3}}, None, ["unknown key training.epochz"]),
     "wrong type": ({"seed": "abc"}, None, ["key seed", "'abc' is not of type 'integer'"]),
-    # what `--config training='{max_epochs: 1}'` passes: Snakemake reads a mapping's values as text
-    "number as text": (
-        {"training": {"max_epochs": "1"}},
+    # what `--config training='{max_epochs: one}'` passes (a mapping's values arrive as text;
+    # '1' would be read as the number the schema asks for)
+    "text for a number": (
+        {"training": {"max_epochs": "one"}},
         None,
-        ["training.max_epochs", "'1' is not of type 'integer', 'null'"],
+        ["training.max_epochs", "'one' is not of type 'integer', 'null'"],
     ),
     "zero max_epochs": ({"training": {"max_epochs": 0}}, None, ["training.max_epochs", "0"]),
     "negative epochs_scale": (
@@ -470,9 +471,11 @@ def digits(tmp_path_factory):
 
 def _spec(**changes) -> dict:
     from afternoon.config import job_spec, load_zoo
+    from afternoon.defaults import filled
 
     config = yaml.safe_load((REPO / "config/config.yaml").read_text())
-    return job_spec(config, load_zoo(REPO / "config/zoo.yaml"), "digits", "fc64") | changes
+    spec = job_spec(config, load_zoo(REPO / "config/zoo.yaml"), "digits", "fc64")
+    return filled(spec | changes, has_validation=True)
 
 
 def _train(digits: Path, spec: dict, out: Path, npz: Path | None = None):

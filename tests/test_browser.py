@@ -15,19 +15,10 @@ from afternoon.tracking.uris import RUNS_TABLE_QUERY, study_ui_url
 from helpers.browser import chromium, screenshot
 from helpers.components import needs_browser
 from helpers.search import TINY, search_dir
-from helpers.services import make_tensorboard, mlflow_server, wait_for
+from helpers.services import make_tensorboard, mlflow_server, search_runs, wait_for
 
 pytestmark = [pytest.mark.browser, needs_browser]
 RUN_NAMES = ["cnn1@digits", "fc64@digits"]
-
-
-def search_runs(url: str, experiment_id: str) -> list[dict]:
-    body = json.dumps({"experiment_ids": [experiment_id], "max_results": 100}).encode()
-    request = urllib.request.Request(
-        f"{url}/api/2.0/mlflow/runs/search", data=body, headers={"Content-Type": "application/json"}
-    )
-    with urllib.request.urlopen(request, timeout=30) as response:
-        return json.load(response).get("runs", [])
 
 
 def test_mlflow_ui_shows_the_experiment_and_its_runs(small_study, tmp_path):

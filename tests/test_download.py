@@ -4,6 +4,8 @@ import gzip
 import hashlib
 import json
 import os
+import re
+import shutil
 import socket
 from pathlib import Path
 
@@ -13,8 +15,9 @@ from afternoon.errors import DownloadError
 from afternoon.fileio import sha256_file as sha256_of
 from afternoon.stages import download
 from afternoon.stages.download import download_dataset, fetch_file
-from helpers.components import need_debian_fashion_mnist, need_mnist
+from helpers.components import need_debian_fashion_mnist, need_mnist, require
 from helpers.httpserver import LoopbackServer
+from helpers.paths import SHARED_DATA
 from helpers.services import free_port
 
 # The published checksums (tensorflow/datasets url_checksums), in sha256sum format.
@@ -95,7 +98,7 @@ def test_checksum_mismatch_names_url_and_both_hashes(www, dest_dir):
     server, (a, _) = www
     actual = a["sha256"]
     bad = {**a, "sha256": "0" * 64}
-    with pytest.raises(DownloadError) as err:
+    with pytest.raises(DownloadError, match="0" * 64) as err:
         fetch_file(bad, dest_dir / "a.gz", **FAST)
     msg = str(err.value)
     assert a["url"] in msg and "0" * 64 in msg and actual in msg
@@ -134,7 +137,7 @@ def test_html_detection_ignores_case_and_whitespace(tmp_path):
 def test_404_fails_fast(www, dest_dir):
     server, (a, _) = www
     server.fail("/toy/a.gz", 404)
-    with pytest.raises(DownloadError) as err:
+    with pytest.raises(DownloadError, match="^HTTP 404 for ") as err:
         fetch_file(a, dest_dir / "a.gz", **FAST)
     assert str(err.value) == f"HTTP 404 for {a['url']}"
     assert server.count("/toy/a.gz") == 1
@@ -154,7 +157,7 @@ def test_500_twice_then_success(www, dest_dir, caplog):
 def test_500_forever_gives_up_after_all_attempts(www, dest_dir):
     server, (a, _) = www
     server.fail("/toy/a.gz", 503)
-    with pytest.raises(DownloadError) as err:
+    with pytest.raises(DownloadError, match="after 3 attempts: HTTP 503$") as err:
         fetch_file(a, dest_dir / "a.gz", **FAST)
     assert str(err.value) == f"could not reach {a['url']} after 3 attempts: HTTP 503"
     assert server.count("/toy/a.gz") == 3
@@ -164,7 +167,7 @@ def test_500_forever_gives_up_after_all_attempts(www, dest_dir):
 def test_server_down_clear_error_after_retries(dest_dir):
     url = f"http://127.0.0.1:{free_port()}/toy/a.gz"
     entry = {"name": "a.gz", "url": url, "size": 10, "sha256": "0" * 64}
-    with pytest.raises(DownloadError) as err:
+    with pytest.raises(DownloadError, match="after 3 attempts: .*Connection refused") as err:
         fetch_file(entry, dest_dir / "a.gz", **FAST)
     msg = str(err.value)
     assert msg.startswith(f"could not reach {url} after 3 attempts: ")
@@ -178,7 +181,7 @@ def test_silent_server_times_out_and_is_retried(dest_dir):
         sock.listen(8)
         url = f"http://127.0.0.1:{sock.getsockname()[1]}/x.gz"
         entry = {"name": "x.gz", "url": url, "size": 10, "sha256": "0" * 64}
-        with pytest.raises(DownloadError) as err:
+        with pytest.raises(DownloadError, match="after 2 attempts: timed out$") as err:
             fetch_file(entry, dest_dir / "x.gz", retries=1, backoff=0.01, timeout=0.2)
     assert str(err.value) == f"could not reach {url} after 2 attempts: timed out"
     assert os.listdir(dest_dir) == []
@@ -242,7 +245,7 @@ def test_mirror_file_url(tmp_path, dest_dir):
 def test_mirror_directory_missing(tmp_path, dest_dir):
     entry = {"name": "a.gz", "url": "http://127.0.0.1:9/a.gz", "size": 1, "sha256": "0" * 64}
     missing = tmp_path / "nope"
-    with pytest.raises(DownloadError) as err:
+    with pytest.raises(DownloadError, match="^mirror directory .* does not exist$") as err:
         fetch_file(entry, dest_dir / "a.gz", str(missing), dataset="toy", **FAST)
     assert str(err.value) == f"mirror directory {missing} does not exist"
     assert os.listdir(dest_dir) == []
@@ -251,7 +254,7 @@ def test_mirror_directory_missing(tmp_path, dest_dir):
 def test_mirror_file_missing_and_canonical_url_down_names_both(tmp_path, dest_dir):
     (tmp_path / "mirror").mkdir()
     entry = {"name": "a.gz", "url": "http://127.0.0.1:9/a.gz", "size": 1, "sha256": "0" * 64}
-    with pytest.raises(DownloadError) as err:
+    with pytest.raises(DownloadError, match=re.escape(str(tmp_path / "mirror/toy/a.gz"))) as err:
         fetch_file(entry, dest_dir / "a.gz", str(tmp_path / "mirror"), dataset="toy", **FAST)
     message = str(err.value)
     assert "\n" not in message
@@ -383,6 +386,59 @@ def test_real_mnist_local_mirror(tmp_path):
     assert sorted(os.listdir(tmp_path / "d")) == sorted(MNIST_SHA256)
 
 
+# --- The real MNIST for the tests: ../shared, else a verified download into a cache ----------
+
+
+def test_the_registry_holds_the_shared_checksums_of_mnist():
+    """need_mnist's download verifies against the registry: its URLs, sizes and sha256 are the
+    rows of ../shared/data/CHECKSUMS.tsv."""
+    from afternoon.registry import dataset_entry
+
+    table = SHARED_DATA / "CHECKSUMS.tsv"
+    require(table.is_file(), f"../shared/data not present: {table}")
+    lines = [line for line in table.read_text().splitlines() if not line.startswith("#")]
+    published = {url: (int(size), sha) for url, size, sha, *_ in map(str.split, lines)}
+    for entry in dataset_entry("mnist")["files"]:
+        assert published[entry["url"]] == (entry["size"], entry["sha256"]), entry["name"]
+
+
+def test_without_shared_data_mnist_is_downloaded_verified_and_cached(tmp_path, monkeypatch):
+    monkeypatch.delenv("CI", raising=False)
+    www = tmp_path / "www"  # a copy of ../shared/data/mnist, served on 127.0.0.1
+    shutil.copytree(need_mnist(), www / "mnist", copy_function=shutil.copyfile)
+    absent, cache = tmp_path / "no-shared/mnist", tmp_path / "cache"
+    with LoopbackServer(www) as server:
+        folder = need_mnist(absent, cache, server.base_url)
+        assert folder == cache / "mnist"
+        assert {path.name: sha256_of(path) for path in folder.iterdir()} == MNIST_SHA256
+        assert {server.count(f"/mnist/{name}") for name in MNIST_SHA256} == {1}
+        # cached: verified files are not fetched again, a damaged one is
+        damaged = folder / "t10k-labels-idx1-ubyte.gz"
+        damaged.write_bytes(b"damaged")
+        assert need_mnist(absent, cache, server.base_url) == folder
+        assert sha256_of(damaged) == MNIST_SHA256[damaged.name]
+        assert [server.count(f"/mnist/{name}") for name in MNIST_SHA256] == [
+            2 if name == damaged.name else 1 for name in MNIST_SHA256
+        ]
+        # a download that fails verification: the test skips, saying where MNIST goes
+        server.truncate("/mnist/train-labels-idx1-ubyte.gz", 100)
+        (folder / "train-labels-idx1-ubyte.gz").unlink()
+        failed = r"not present .*, and downloading MNIST into .*/cache/mnist failed \(.*\): put"
+        with pytest.raises(pytest.skip.Exception, match=failed):
+            need_mnist(absent, cache, server.base_url)
+    assert not (folder / "train-labels-idx1-ubyte.gz").exists()
+
+
+def test_under_ci_absent_shared_mnist_fails_and_nothing_is_downloaded(tmp_path, monkeypatch):
+    monkeypatch.setenv("CI", "true")
+    with LoopbackServer(tmp_path) as server:
+        absent = r"^CI=true: ../shared/data/mnist not present \(.*\): CI always has it"
+        with pytest.raises(pytest.fail.Exception, match=absent):
+            need_mnist(tmp_path / "absent", tmp_path / "cache", server.base_url)
+        assert server.requests == []
+    assert not (tmp_path / "cache").exists()
+
+
 # --- Mirrors that recompress: same data, other gzip bytes (Debian's dataset-fashion-mnist) ----
 
 
@@ -441,7 +497,7 @@ def test_recompressed_copy_from_the_canonical_url_is_refused(tmp_path, dest_dir)
 def test_recompressed_mirror_with_other_data_is_one_line(tmp_path, dest_dir):
     entry, _ = recompressed_pair(tmp_path, "toy/a.gz")
     _, other = make_file(tmp_path / "mirror", "toy/a.gz", seed=8)  # other data, gzip'd
-    with pytest.raises(DownloadError) as err:
+    with pytest.raises(DownloadError, match="neither the published file .*nor a") as err:
         fetch_file(entry, dest_dir / "a.gz", str(tmp_path / "mirror"), dataset="toy", **FAST)
     message = str(err.value)
     assert "\n" not in message

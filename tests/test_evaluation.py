@@ -107,7 +107,7 @@ def test_most_confident_errors_exact_order():
     assert most_confident_errors(probs, y, 10).tolist() == [3, 1, 5, 4]
     assert most_confident_errors(probs, y, 0).tolist() == []
     assert most_confident_errors(probs, probs.argmax(axis=1), 5).tolist() == []
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"probabilities of shape \(6, 3\) for 3 labels"):
         most_confident_errors(probs, y[:3], 2)
 
 
@@ -288,7 +288,7 @@ def test_confusion_matrix_plot_ten_classes(tmp_path):
     cm = np.random.default_rng(2).integers(0, 1000, size=(10, 10))
     image = assert_png(plots.plot_confusion_matrix(cm, names, tmp_path / "cm.png", "ten"))
     assert image.shape[0] >= 600 and image.shape[1] >= 600
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"confusion matrix is \(10, 10\), expected \(3, 3\)"):
         plots.plot_confusion_matrix(cm, names[:3], tmp_path / "bad.png", "bad")
 
 
@@ -345,11 +345,11 @@ def test_evaluate_run_bad_model_files(tmp_path, random_set):
     corrupt = tmp_path / "corrupt" / "model.keras"
     corrupt.parent.mkdir()
     corrupt.write_bytes(b"this is not\na Keras model")
-    with pytest.raises(DataFormatError) as excinfo:
+    with pytest.raises(DataFormatError, match="not a loadable Keras model") as excinfo:
         evaluate_run(corrupt, npz, card, eval_outputs(tmp_path / "out"))
     assert_one_line_naming(excinfo, corrupt)
     missing = tmp_path / "missing" / "model.keras"
-    with pytest.raises(DataFormatError) as excinfo:
+    with pytest.raises(DataFormatError, match="model file not found$") as excinfo:
         evaluate_run(missing, npz, card, eval_outputs(tmp_path / "out"))
     assert_one_line_naming(excinfo, missing)
     assert not (tmp_path / "out").exists()
@@ -360,13 +360,13 @@ def test_evaluate_run_mismatches_name_the_files(tmp_path, model3, random_set):
     model_path = tmp_path / "model.keras"
     model3.save(model_path)
     npz, card = write_dataset(tmp_path, x, y, CLASSES3 + ["fish"])
-    with pytest.raises(DataFormatError) as excinfo:  # 4 classes listed, model predicts 3
+    with pytest.raises(DataFormatError, match=r"outputs \(3,\) per image, card has 4") as excinfo:
         evaluate_run(model_path, npz, card, eval_outputs(tmp_path / "out"))
     assert_one_line_naming(excinfo, model_path)
     bad_npz = tmp_path / "bad.npz"
     bad_npz.write_bytes(b"not a zip")
-    with pytest.raises(DataFormatError) as excinfo:
+    with pytest.raises(DataFormatError, match="not a readable npz") as excinfo:
         evaluate_run(model_path, bad_npz, card, eval_outputs(tmp_path / "out"))
     assert_one_line_naming(excinfo, bad_npz)
-    with pytest.raises(ConfigError):
+    with pytest.raises(ConfigError, match="threads must be a positive integer, got 0"):
         configure_tensorflow(0)

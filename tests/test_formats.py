@@ -68,7 +68,7 @@ def test_read_idx_rejects_non_uint8(tmp_path):
 def test_read_idx_truncated_data(tmp_path, name):
     path = tmp_path / name
     write_bytes(path, idx_bytes(np.zeros((3, 4, 4), np.uint8))[:-5])
-    with pytest.raises(DataFormatError) as err:
+    with pytest.raises(DataFormatError, match="truncated data") as err:
         read_idx(path)
     assert name in str(err.value)
     assert "truncated data" in str(err.value)
@@ -121,7 +121,7 @@ def test_read_idx_dataset_round_trip(tmp_path, gz):
 def test_read_idx_dataset_count_mismatch(tmp_path):
     paths, _ = make_idx_dataset(tmp_path, n_train=12, n_test=5, shape=(6, 7))
     write_idx(paths["test_labels"], np.zeros(4, np.uint8))
-    with pytest.raises(DataFormatError) as err:
+    with pytest.raises(DataFormatError, match="has 5 images .*has 4 labels") as err:
         read_idx_dataset(paths)
     msg = str(err.value)
     assert "t10k-images-idx3-ubyte.gz has 5 images" in msg
@@ -176,7 +176,7 @@ def test_read_cifar10_round_trip(tmp_path):
 def test_read_cifar10_wrong_record_length(tmp_path):
     name = CIFAR_TRAIN_MEMBERS[2]
     make_cifar_archive(tmp_path / "c.tar.gz", overrides={name: b"\0" * 3074})
-    with pytest.raises(DataFormatError) as err:
+    with pytest.raises(DataFormatError, match="has 3074 bytes") as err:
         read_cifar10_binary(tmp_path / "c.tar.gz")
     assert "c.tar.gz" in str(err.value)
     assert f"{name} has 3074 bytes" in str(err.value)
@@ -190,7 +190,7 @@ def test_read_cifar10_empty_member(tmp_path):
 
 def test_read_cifar10_missing_member(tmp_path):
     make_cifar_archive(tmp_path / "c.tar.gz", overrides={CIFAR_TRAIN_MEMBERS[4]: None})
-    with pytest.raises(DataFormatError) as err:
+    with pytest.raises(DataFormatError, match=r"missing member\(s\) .*data_batch_5.bin") as err:
         read_cifar10_binary(tmp_path / "c.tar.gz")
     assert "c.tar.gz: missing member(s) cifar-10-batches-bin/data_batch_5.bin" in str(err.value)
 
@@ -199,7 +199,7 @@ def test_read_cifar10_label_out_of_range(tmp_path):
     bad = bytearray(cifar_member_bytes(np.zeros((2, 32, 32, 3), np.uint8), np.array([1, 2])))
     bad[3073] = 10  # label of record 1
     make_cifar_archive(tmp_path / "c.tar.gz", overrides={CIFAR_TEST_MEMBER: bytes(bad)})
-    with pytest.raises(DataFormatError) as err:
+    with pytest.raises(DataFormatError, match="record 1 has label 10") as err:
         read_cifar10_binary(tmp_path / "c.tar.gz")
     assert "c.tar.gz: member cifar-10-batches-bin/test_batch.bin record 1 has label 10" in str(
         err.value

@@ -48,7 +48,8 @@ def test_fused_adam_follows_a_schedule():
     from afternoon.training.schedules import schedule_of
 
     def schedule():
-        return schedule_of({"name": "cosine", "warmup_epochs": 1}, 0.01, 3, steps_per_epoch=5)
+        cosine = {"name": "cosine", "warmup_epochs": 1, "final_lr_fraction": 0.0}  # as in a spec
+        return schedule_of(cosine, 0.01, 3, steps_per_epoch=5)
 
     fused, _ = _train(build_optimizer({"name": "adam", "learning_rate": 0.01}, schedule()), 15)
     stock, _ = _train(tf.keras.optimizers.Adam(schedule()), 15)

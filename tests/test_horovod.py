@@ -20,10 +20,10 @@ import yaml
 
 import afternoon  # noqa: F401 (TF_USE_LEGACY_KERAS=1 before TensorFlow loads)
 from afternoon.config import job_spec, load_yaml, load_zoo
-from afternoon.distributed import ranks_of
+from afternoon.defaults import filled, ranks_of
 from afternoon.errors import ConfigError
 from afternoon.npz import load_npz
-from afternoon.zoo import architecture_of, validate_architecture
+from afternoon.zoo import validate_architecture
 from helpers import runners
 from helpers.components import needs_horovod, needs_mpirun
 from helpers.paths import REPO
@@ -49,7 +49,7 @@ def two_ranks(*args):
 def spec_for(**changes) -> dict:
     config = load_yaml(REPO / "config/config.yaml")
     spec = job_spec(config, load_zoo(REPO / "config/zoo.yaml"), "digits", ARCH)
-    return {**spec, "epochs": EPOCHS, **changes}
+    return filled({**spec, "epochs": EPOCHS, **changes}, has_validation=True)
 
 
 def train_args(data, spec, out_dir, marker):
@@ -173,7 +173,7 @@ def test_ranks_with_different_weights_fail_loudly(tmp_path):
             from afternoon.training.models import build_model
             spec = {spec_for(distributed=DISTRIBUTED)!r}
             dist = start(spec, 2)
-            model = build_model({architecture_of(spec_for(distributed=DISTRIBUTED))!r}, (8, 8, 1))
+            model = build_model(spec, (8, 8, 1))
             if dist.rank == 1:
                 model.layers[-1].bias.assign_add(model.layers[-1].bias + 1e-3)
             dist.finalize(model)
@@ -258,7 +258,7 @@ def test_snakemake_trains_a_distributed_architecture_through_evaluation(tmp_path
 def test_bad_distributed_settings_are_one_line_config_errors(value, needle):
     arch = copy.deepcopy(load_zoo(REPO / "config/zoo.yaml")["cnn1"])
     arch["distributed"] = value
-    with pytest.raises(ConfigError) as info:
+    with pytest.raises(ConfigError, match=re.escape(needle)) as info:
         validate_architecture("cnn1", arch)
     assert "\n" not in str(info.value) and needle in str(info.value)
     del arch["distributed"]
@@ -273,19 +273,19 @@ def test_the_job_spec_carries_the_settings_and_a_dataset_can_override_them():
     validate_architecture("cnn1", zoo["cnn1"])
     config = load_yaml(REPO / "config/config.yaml")
     digits, mnist = (job_spec(config, zoo, dataset, "cnn1") for dataset in ("digits", "mnist"))
-    assert digits["distributed"] == DISTRIBUTED and ranks_of(digits) == 2
+    assert digits["distributed"] == DISTRIBUTED and ranks_of(digits) == 2  # a change retrains it
     assert ranks_of(mnist) == 1  # one process: no launcher, no Horovod
-    assert architecture_of(digits)["distributed"] == DISTRIBUTED  # a change retrains the job
     assert ranks_of(job_spec(config, zoo, "digits", "fc64")) == 1
 
 
 def planned_training(workdir: Path, *args: str) -> dict[str, dict]:
-    """arch -> {"resources": ..., "shell": ...} of the digits train jobs of a dry run."""
+    """arch (or search) -> {"resources": ..., "shell": ...} of the digits train (and tune) jobs of
+    a dry run."""
     result = run(snakemake_command(workdir, "-n", "-p", "--cores", "4", *args))
     jobs = {}
     for block in re.split(r"\n(?=rule |localrule )", result.stdout + result.stderr):
-        if block.startswith("rule train:") and "dataset=digits" in block:
-            arch = re.search(r"arch=(\S+)", block)[1]
+        if block.startswith(("rule train:", "rule tune:")) and "dataset=digits" in block:
+            arch = re.search(r"\b(?:arch|search)=([^,\s]+)", block)[1]
             resources = re.search(r"resources: (.*)", block)[1]
             shell = re.search(r"Shell command: (.*)", block)[1].strip()
             jobs[arch] = {"resources": resources, "shell": shell}
@@ -305,11 +305,45 @@ def test_the_train_rule_starts_a_distributed_architecture_under_the_mpi_launcher
     jobs = planned_training(tmp_path)
     launcher = "mpirun --allow-run-as-root --oversubscribe --bind-to none"
     assert jobs["cnn1"]["shell"].startswith(f"{launcher} -n 2 python -m afternoon.cli train ")
-    assert f"mpi={launcher}, tasks=2, cpus_per_task=2" in jobs["cnn1"]["resources"]
+    assert "mpi=horovod, tasks=2, cpus_per_task=2" in jobs["cnn1"]["resources"]
     assert jobs["fc64"]["shell"].startswith("python -m afternoon.cli train ")
     assert "tasks=1" in jobs["fc64"]["resources"] and "mpi=" not in jobs["fc64"]["resources"]
-    # what profiles/slurm sets: srun, with the cores per rank
-    slurm = 'training={mpi_launcher: "srun --mpi=pmix --cpus-per-task={cpus}"}'
-    jobs = planned_training(tmp_path, "--config", slurm)
-    assert jobs["cnn1"]["shell"].startswith("srun --mpi=pmix --cpus-per-task=2 -n 2 python ")
+    # an explicit training.mpi_launcher, with the cores per rank
+    mine = 'training={mpi_launcher: "srun --mpi=pmi2 --cpus-per-task={cpus}"}'
+    jobs = planned_training(tmp_path, "--config", mine)
+    assert jobs["cnn1"]["shell"].startswith("srun --mpi=pmi2 --cpus-per-task=2 -n 2 python ")
     assert jobs["fc64"]["shell"].startswith("python -m afternoon.cli train ")
+
+
+def test_the_slurm_profiles_launchers_survive_a_config_on_the_command_line(tmp_path):
+    """profiles/slurm gives the jobs their launchers (srun) as resources: a `--config` on the
+    command line, which replaces the profile's `config:` entry, leaves them; a launcher in the
+    config overrides them."""
+    (tmp_path / "config").mkdir()
+    zoo = yaml.safe_load((REPO / "config/zoo.yaml").read_text())
+    zoo["cnn1_workers"] = {**zoo["cnn1"], "distributed": {"backend": "multi_worker", "ranks": 2}}
+    zoo["fc64_horovod"] = {**zoo["fc64"], "distributed": {"backend": "horovod", "ranks": 2}}
+    (tmp_path / "config/zoo.yaml").write_text(yaml.safe_dump(zoo, sort_keys=False))
+    (tmp_path / "config/searches.yaml").write_text((REPO / "config/searches.yaml").read_text())
+    config = yaml.safe_load((REPO / "config/config.yaml").read_text())
+    config.update(architectures=["fc64", "cnn1_workers", "fc64_horovod"])
+    config["training"]["threads"] = 4
+    config["searches"]["run"] = ["digits_tiny"]  # 2 workers
+    (tmp_path / "config/config.yaml").write_text(yaml.safe_dump(config))
+    slurm = ("--profile", str(REPO / "profiles/slurm"), "--config")
+
+    jobs = planned_training(tmp_path, *slurm, "study=mine")
+    srun = "srun --kill-on-bad-exit=1 --cpus-per-task="
+    assert jobs["cnn1_workers"]["shell"].startswith(f"{srun}2 -n 2 python -m afternoon.cli train ")
+    hvd = "srun --mpi=pmix --kill-on-bad-exit=1 --cpus-per-task=2 -n 2 python -m afternoon.cli "
+    assert jobs["fc64_horovod"]["shell"].startswith(hvd)
+    assert jobs["fc64"]["shell"].startswith("python -m afternoon.cli train ")
+    # the search: its chief (the job's command) starts a task per worker with srun
+    chief = f"AFTERNOON_SEARCH_LAUNCHER='{srun}4 -n 2' python -m afternoon.cli tune "
+    assert jobs["digits_tiny"]["shell"].startswith(chief)
+    assert "mpi=search, tasks=2, cpus_per_task=4," in jobs["digits_tiny"]["resources"]
+    mine = 'training={worker_launcher: "mine -c {cpus}"}', 'searches={launcher: "theirs"}'
+    jobs = planned_training(tmp_path, *slurm, *mine)
+    assert jobs["cnn1_workers"]["shell"].startswith("mine -c 2 -n 2 python -m afternoon.cli ")
+    assert jobs["fc64_horovod"]["shell"].startswith(hvd)
+    assert jobs["digits_tiny"]["shell"].startswith("AFTERNOON_SEARCH_LAUNCHER='theirs -n 2' py")

@@ -7,7 +7,6 @@ import subprocess
 import sys
 
 from helpers.env import clean_env
-from helpers.paths import WORKFLOW
 
 TENSORFLOW = ("tensorflow", "tf_keras", "keras")
 
@@ -15,7 +14,7 @@ TENSORFLOW = ("tensorflow", "tf_keras", "keras")
 def loaded_after(code: str, cwd) -> set[str]:
     """The modules (dotted names) a fresh interpreter holds after running ``code``."""
     script = f"{code}\nimport sys\nprint(' '.join(sorted(sys.modules)))"
-    env = clean_env({"PYTHONPATH": str(WORKFLOW)})
+    env = clean_env()
     done = subprocess.run(
         [sys.executable, "-c", script], cwd=cwd, env=env, capture_output=True, text=True
     )

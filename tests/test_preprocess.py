@@ -224,7 +224,7 @@ def test_failure_keeps_earlier_outputs(tmp_path, mnist_like, monkeypatch):
     preprocess_dataset("mnist", mnist_like[0], npz, card_path)
     before = npz.read_bytes(), card_path.read_bytes()
     monkeypatch.setattr(preprocess.json, "dump", lambda *a, **k: 1 / 0)
-    with pytest.raises(ZeroDivisionError):
+    with pytest.raises(ZeroDivisionError, match="division by zero"):
         preprocess_dataset("mnist", mnist_like[0], npz, card_path, 0.5)
     assert listing(npz.parent) == ["mnist.card.json", "mnist.npz"]
     assert (npz.read_bytes(), card_path.read_bytes()) == before

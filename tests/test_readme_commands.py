@@ -13,6 +13,7 @@ first on PATH and the copy's own package on PYTHONPATH:
     python -m afternoon.cli STAGE ..., mlflow SUBCOMMAND ...
                                             ``... STAGE --help``: the subcommand exists and knows
                                             every ``--option`` the command gives
+    python -c CODE                          CODE compiles (it reads a finished study's results)
     mkdir, ln, export, cd                   run as typed (in the private HOME); they also run
                                             before the later commands of their block
     NOT_RUN below                           not run, each with its reason
@@ -198,7 +199,7 @@ def how_do_i_commands() -> list[Command]:
 
 
 def is_command(text: str) -> bool:
-    return program(text) in SETUP | set(DRY_RUN) or text.startswith(HELP_CHECKED)
+    return program(text) in SETUP | set(DRY_RUN) | {"python"} or text.startswith(HELP_CHECKED)
 
 
 def all_commands() -> list[Command]:
@@ -232,6 +233,11 @@ def checked_form(command: Command) -> tuple[str, list[str]]:
             return text, []
         end = PROGRAM_WORD.match(text).end("program")
         return f"{text[:end]} {flag}{text[end:]}", []
+    if name == "python" and "-c" in (words := shlex.split(text)):
+        # Python code on the command line (it reads a study's results): compiled, not run.
+        code = words[words.index("-c") + 1]
+        check = "import sys; compile(sys.argv[1], 'README', 'exec')"
+        return f".venv/bin/python -c {shlex.quote(check)} {shlex.quote(code)}", []
     for prefix in HELP_CHECKED:
         if text.startswith(prefix + " "):
             subcommand = text[len(prefix) :].split()[0]

@@ -17,6 +17,7 @@ import pandas as pd
 import pytest
 
 from afternoon.config import job_spec, load_yaml, load_zoo
+from afternoon.defaults import filled
 from helpers import runners
 from helpers.components import needs_horovod, needs_mpirun
 from helpers.env import clean_env
@@ -35,8 +36,10 @@ METRICS = ["epoch", "loss", "accuracy", "val_loss", "val_accuracy"]
 
 
 def spec_for(arch: str, **changes) -> dict:
+    """A digits job's spec with ``changes``, their defaults filled in as job_spec fills them."""
     config = load_yaml(REPO / "config/config.yaml")
-    return {**job_spec(config, load_zoo(REPO / "config/zoo.yaml"), "digits", arch), **changes}
+    spec = job_spec(config, load_zoo(REPO / "config/zoo.yaml"), "digits", arch)
+    return filled(spec | changes, has_validation=True)
 
 
 def train_command(data: dict, spec: dict, out_dir: Path) -> list[str]:
@@ -127,7 +130,7 @@ def digits(digits, tmp_path_factory):
 # Dropout (its masks come from a generator whose state is checkpointed) and Adam (moments,
 # step count); early stopping's counters and best weights in the second spec.
 DROPOUT = spec_for("cnn_dropout", epochs=8)
-STOPPING = {**DROPOUT, "early_stopping": {"monitor": "val_loss", "patience": 3}}
+STOPPING = spec_for("cnn_dropout", epochs=8, early_stopping={"monitor": "val_loss", "patience": 3})
 
 
 @pytest.fixture(scope="module")

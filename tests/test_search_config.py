@@ -5,6 +5,7 @@ declared searches themselves are valid."""
 from __future__ import annotations
 
 import copy
+import re
 
 import pytest
 import yaml
@@ -105,7 +106,7 @@ BAD = {
 def test_a_bad_search_is_one_line_naming_it(case):
     change, message = BAD[case]
     search = copy.deepcopy(TINY) | change
-    with pytest.raises(ConfigError) as err:
+    with pytest.raises(ConfigError, match=f"^{re.escape(message)}$") as err:
         validate_search("x", search, ZOO)
     assert str(err.value) == message
 

@@ -4,6 +4,7 @@ evaluation jobs log to it at once, and nothing is lost: every run, every epoch, 
 
 from __future__ import annotations
 
+import contextlib
 import json
 
 import pandas as pd
@@ -45,3 +46,25 @@ def test_a_search_and_training_jobs_log_everything_to_a_server_on_postgresql(pos
             history = client.get_metric_history(run.info.run_id, "loss")
             assert len(history) == metrics["epochs_run"], name
         assert not list((workdir / "results/mlflow/pending").glob("*.json"))  # nothing to sync
+        every = client.search_runs([experiment.experiment_id], max_results=1000)
+        listed = {r.info.run_id: (r.info.run_name, r.info.status) for r in every}
+    # The server's store is PostgreSQL: every run is a row of its runs table, every epoch a row
+    # of its metrics table (read without MLflow, with the server stopped).
+    stored = query(backend, "SELECT r.run_uuid, r.name, r.status FROM runs r JOIN experiments e"
+                   " ON e.experiment_id = r.experiment_id WHERE e.name = %s", STUDY)  # fmt: skip
+    assert {uuid: (name, status) for uuid, name, status in stored} == listed
+    assert len(listed) == 1 + 6 + len(folders)  # the search, its trials, the training runs
+    for name, folder in folders.items():
+        metrics = json.loads((workdir / "results" / folder / "metrics.json").read_text())
+        ((epochs,),) = query(backend, "SELECT count(*) FROM metrics m JOIN runs r ON r.run_uuid ="
+                             " m.run_uuid WHERE r.name = %s AND m.key = 'loss'", name)  # fmt: skip
+        assert epochs == metrics["epochs_run"], name
+
+
+def query(uri: str, sql: str, *args) -> list[tuple]:
+    """The rows of ``sql`` (%s placeholders: ``args``) in the PostgreSQL database at ``uri``."""
+    import psycopg2
+
+    with contextlib.closing(psycopg2.connect(uri)) as connection, connection.cursor() as cursor:
+        cursor.execute(sql, args)
+        return cursor.fetchall()

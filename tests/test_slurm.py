@@ -149,6 +149,13 @@ def job_count(env: dict, since: str) -> int:
     return len(sacct(env, "-X", "--starttime", since, "--format", "JobIDRaw"))
 
 
+def srun_step(env: dict, job_id: str) -> list[str]:
+    """[tasks, state] of the job's first step (`<id>.0`: the srun its command ran in the batch
+    step, which runs Snakemake); [] when it had none."""
+    steps = sacct(env, "-j", job_id, "--format", "JobID,NTasks,State")
+    return next((step[1:] for step in steps if step[0] == f"{job_id}.0"), [])
+
+
 # --- the study ----------------------------------------------------------------------------------
 
 
@@ -238,19 +245,25 @@ def lab_env(cluster) -> dict:
     return env
 
 
-@pytest.fixture(scope="module")
-def study(cluster, tmp_path_factory):
-    """The small study, run once on the cluster with the real profile."""
-    workdir = tmp_path_factory.mktemp("slurm-study")
-    (workdir / "config").mkdir()
+def lab_zoo() -> dict:
+    """The repository's zoo and WORKERS_ARCH: cnn1 on 2 multi_worker workers."""
     zoo = yaml.safe_load((REPO / "config" / "zoo.yaml").read_text())
-    archs = [*ARCHS, WORKERS_ARCH]
     workers = copy.deepcopy(zoo["cnn1"])
     workers.update(
         description="cnn1, data-parallel on 2 TensorFlow workers",
         distributed={"backend": "multi_worker", "ranks": 2},
     )
     zoo[WORKERS_ARCH] = workers
+    return zoo
+
+
+@pytest.fixture(scope="module")
+def study(cluster, tmp_path_factory):
+    """The small study, run once on the cluster with the real profile."""
+    workdir = tmp_path_factory.mktemp("slurm-study")
+    (workdir / "config").mkdir()
+    zoo = lab_zoo()
+    archs = [*ARCHS, WORKERS_ARCH]
     why_not = horovod_with_mpi()
     if why_not is None:
         hvd = copy.deepcopy(zoo["fc64"])
@@ -331,9 +344,7 @@ def test_horovod_job_ran_two_mpi_tasks(study):
     (job,) = [j for j in study.jobs if (j.rule, j.wildcards) == ("train", f"digits_{HOROVOD_ARCH}")]
     assert job.tres.get("gres/gpu") == "1"
     # The batch step runs Snakemake; the step it starts (`srun --mpi=pmix -n 2`) runs the ranks.
-    steps = sacct(study.env, "-j", job.job_id, "--format", "JobID,JobName,NTasks,State")
-    ranks = [step for step in steps if step[0] == f"{job.job_id}.0"]
-    assert ranks and ranks[0][2] == "2" and ranks[0][3] == "COMPLETED", steps
+    assert srun_step(study.env, job.job_id) == ["2", "COMPLETED"]
     metrics = json.loads(
         (study.workdir / f"results/runs/digits/{HOROVOD_ARCH}/metrics.json").read_text()
     )
@@ -346,9 +357,7 @@ def test_multi_worker_job_ran_two_tasks_in_one_slurm_job(study):
     variables, equal weights on both, one MLflow run, test accuracy within 0.05 of cnn1 in one
     process."""
     (job,) = [j for j in study.jobs if (j.rule, j.wildcards) == ("train", f"digits_{WORKERS_ARCH}")]
-    steps = sacct(study.env, "-j", job.job_id, "--format", "JobID,JobName,NTasks,State")
-    workers = [step for step in steps if step[0] == f"{job.job_id}.0"]
-    assert workers and workers[0][2] == "2" and workers[0][3] == "COMPLETED", steps
+    assert srun_step(study.env, job.job_id) == ["2", "COMPLETED"]
     results = study.workdir / "results"
     metrics = json.loads((results / f"runs/digits/{WORKERS_ARCH}/metrics.json").read_text())
     assert metrics["backend"] == "multi_worker" and metrics["world_size"] == 2
@@ -375,6 +384,28 @@ def test_multi_worker_job_ran_two_tasks_in_one_slurm_job(study):
         for arch in ("cnn1", WORKERS_ARCH)
     }
     assert abs(accuracy[WORKERS_ARCH] - accuracy["cnn1"]) < 0.05, accuracy
+
+
+def test_a_config_on_the_command_line_leaves_the_workers_to_srun(cluster, tmp_path):
+    """A `--config` on the command line replaces the profile's whole `config:` entry; the
+    launchers are not in it (they are the jobs' resources): the multi_worker job is still one
+    Slurm job whose 2 workers are the 2 tasks of an srun step, a cluster of world size 2."""
+    (tmp_path / "config").mkdir()
+    (tmp_path / "config" / "zoo.yaml").write_text(yaml.safe_dump(lab_zoo(), sort_keys=False))
+    config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+    config.update(study="slurm-config", zoo="config/zoo.yaml")
+    config["training"].update(max_epochs=1, threads=1)
+    (tmp_path / "config" / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    since = (datetime.now() - timedelta(minutes=1)).strftime("%Y-%m-%dT%H:%M:%S")
+    study = Study(tmp_path, lab_env(cluster), since, [WORKERS_ARCH], "not used")
+    settings = f"architectures=[{WORKERS_ARCH}]"
+    _, run_id = study.snakemake("--config", "--until", "train", "--config", settings)
+    (job,) = [job for job in jobs_of_run(study.env, run_id, since) if job.rule == "train"]
+    assert (job.wildcards, job.state) == (f"digits_{WORKERS_ARCH}", "COMPLETED")
+    assert srun_step(study.env, job.job_id) == ["2", "COMPLETED"]
+    metrics = tmp_path / f"results/runs/digits/{WORKERS_ARCH}/metrics.json"
+    metrics = json.loads(metrics.read_text())
+    assert metrics["world_size"] == 2 and metrics["epochs_run"] == 1
 
 
 def test_second_invocation_submits_nothing(study):

@@ -1,7 +1,8 @@
 """TensorFlow's own data parallelism: backend multi_worker (2 local workers under the launcher,
-MultiWorkerMirroredStrategy) and mirrored (MirroredStrategy, one replica on this CPU), against the
-one-process run; what the workers listen on; a killed 2-worker job resumes; a backend that is not
-installed is one line. No Horovod, no MPI: these run wherever TensorFlow does."""
+MultiWorkerMirroredStrategy) and mirrored (MirroredStrategy, one replica on this CPU, and two on
+two logical CPU devices), against the one-process run; what the workers listen on; a killed
+2-worker job resumes; a backend that is not installed is one line. No Horovod, no MPI: these run
+wherever TensorFlow does."""
 
 import ipaddress
 import json
@@ -18,6 +19,7 @@ import pytest
 import yaml
 
 from afternoon.config import job_spec, load_yaml, load_zoo
+from afternoon.defaults import filled
 from helpers import runners
 from helpers.components import require
 from helpers.paths import REPO
@@ -42,7 +44,7 @@ def run(args, check=True, env=None):
 def spec_for(arch=ARCH, **changes) -> dict:
     config = load_yaml(REPO / "config/config.yaml")
     spec = job_spec(config, load_zoo(REPO / "config/zoo.yaml"), "digits", arch)
-    return {**spec, "epochs": EPOCHS, **changes}
+    return filled({**spec, "epochs": EPOCHS, **changes}, has_validation=True)
 
 
 def mlflow_runs(marker: Path) -> list:
@@ -118,6 +120,35 @@ def test_mirrored_on_a_cpu_node_trains_one_replica_and_says_so(jobs):
     mirrored = accuracy_on_test_set(jobs["mirrored"] / "model.keras", jobs["npz"])
     single = accuracy_on_test_set(jobs["single"] / "model.keras", jobs["npz"])
     assert abs(mirrored - single) < 0.05
+
+
+# Two logical devices on this CPU (set before TensorFlow starts): MirroredStrategy takes every
+# logical device of a node without a GPU, as it takes every GPU of a node with several.
+TWO_CPU_DEVICES = (
+    "import afternoon, tensorflow as tf; tf.config.set_logical_device_configuration("
+    "tf.config.list_physical_devices('CPU')[0], [tf.config.LogicalDeviceConfiguration()] * 2)"
+)
+
+
+def test_mirrored_on_two_cpu_devices_trains_two_replicas_in_sync(digits, tmp_path):
+    marker = init_tracking(tmp_path, "mirrored-two")
+    out, spec = tmp_path / "out", spec_for(epochs=2, distributed={"backend": "mirrored"})
+    args = train_args(digits, spec, out, marker)
+    cli = args[args.index("afternoon.cli") + 1 :]
+    result = run(python_m_after(TWO_CPU_DEVICES, "afternoon.cli", cli))
+    assert "mirrored: no GPU on this node, training on the CPU (CPU:0,CPU:1)" in result.stderr
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["backend"] == "mirrored" and metrics["world_size"] == 2
+    assert metrics["workers"] == 1 and metrics["ranks_identical"] is True
+    # the learning rate scaled by the two replicas, warmed up to it over epoch 1
+    assert metrics["learning_rate"] == pytest.approx(0.02)
+    assert list(pd.read_csv(out / "history.csv")["lr"]) == pytest.approx([0.02, 0.02])
+    # the saved model holds the replicas' weights
+    assert metrics["weights_sha256"] == metrics["rank_weight_sha256"][0]
+    (run_,) = mlflow_runs(marker)
+    assert run_.data.tags["afternoon.world_size"] == "2"
+    assert run_.data.tags["afternoon.devices"] == "CPU:0,CPU:1 (no GPU on this node)"
+    assert accuracy_on_test_set(out / "model.keras", digits["npz"]) > 0.5
 
 
 def test_what_the_workers_gRPC_servers_listen_on(tmp_path):
@@ -258,10 +289,10 @@ def test_the_train_rule_starts_multi_worker_under_the_worker_launcher(tmp_path):
     jobs = planned_training(tmp_path)
     launcher = "python -m afternoon.distributed.launch"
     assert jobs["cnn1"]["shell"].startswith(f"{launcher} -n 2 python -m afternoon.cli train ")
-    assert f"mpi={launcher}, tasks=2, cpus_per_task=2" in jobs["cnn1"]["resources"]
+    assert "mpi=multi_worker, tasks=2, cpus_per_task=2" in jobs["cnn1"]["resources"]
     assert jobs["fc64"]["shell"].startswith("python -m afternoon.cli train ")  # one process
-    slurm = 'training={worker_launcher: "srun --kill-on-bad-exit=1 --cpus-per-task={cpus}"}'
-    jobs = planned_training(tmp_path, "--config", slurm)
+    mine = 'training={worker_launcher: "srun --kill-on-bad-exit=1 --cpus-per-task={cpus}"}'
+    jobs = planned_training(tmp_path, "--config", mine)
     assert jobs["cnn1"]["shell"].startswith("srun --kill-on-bad-exit=1 --cpus-per-task=2 -n 2 ")
     # the profile's NODES / TASKS_PER_NODE: --nodes and --ntasks-per-node instead of --ntasks
     config["training"].update(nodes=1, tasks_per_node=2)
@@ -281,11 +312,16 @@ def test_the_train_rule_starts_multi_worker_under_the_worker_launcher(tmp_path):
     )
 
 
+def python_m_after(prelude: str, module: str, args: list[str]) -> list[str]:
+    """``python -m module args`` in a Python that ran ``prelude`` (one line of code) first."""
+    code = f"import sys, runpy; {prelude}; sys.argv[0] = {module!r}; "
+    code += f"runpy.run_module({module!r}, run_name='__main__')"
+    return [sys.executable, "-c", code, *args]
+
+
 def without_horovod(module: str, args: list[str]) -> list[str]:
     """``python -m module args`` in a Python where ``import horovod`` fails."""
-    code = "import sys, runpy; sys.modules['horovod'] = None; sys.argv[0] = {0!r}; "
-    code += "runpy.run_module({0!r}, run_name='__main__')"
-    return [sys.executable, "-c", code.format(module), *args]
+    return python_m_after("sys.modules['horovod'] = None", module, args)
 
 
 def test_a_backend_that_is_not_installed_is_one_line_at_dry_run_and_at_job_start(digits, tmp_path):

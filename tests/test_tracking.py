@@ -167,12 +167,15 @@ def test_run_full_cycle_then_resume(store, tmp_path):
 
 def test_context_manager_marks_failed_and_killed(store):
     uri, client = store["tracking_uri"], MlflowClient(store["tracking_uri"])
-    with pytest.raises(RuntimeError), tracking.RunLogger.start(uri, EXPERIMENT, "f", {}, {}) as run:
+    with (
+        pytest.raises(RuntimeError, match="^training diverged$"),
+        tracking.RunLogger.start(uri, EXPERIMENT, "f", {}, {}) as run,
+    ):
         raise RuntimeError("training diverged")
     assert client.get_run(run.run_id).info.status == "FAILED"
-    with pytest.raises(KeyboardInterrupt):
+    with pytest.raises(KeyboardInterrupt, match="^Ctrl-C$"):
         with tracking.RunLogger.start(uri, EXPERIMENT, "k", {}, {}) as run:
-            raise KeyboardInterrupt
+            raise KeyboardInterrupt("Ctrl-C")
     assert client.get_run(run.run_id).info.status == "KILLED"
 
 
@@ -276,7 +279,7 @@ def test_with_retries_gives_up_and_does_not_retry_other_errors(sleeps):
         calls.append(2)
         raise ValueError("bad value")
 
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="^bad value$"):
         retries.with_retries(wrong)
     assert calls.count(2) == 1
 
@@ -288,7 +291,7 @@ def test_refused_connection_to_a_tracking_server_is_transient(monkeypatch):
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
-    with pytest.raises(Exception) as err:
+    with pytest.raises(Exception, match="Connection refused") as err:
         MlflowClient(f"http://127.0.0.1:{port}").get_experiment_by_name("x")
     assert retries.is_transient(err.value)
     assert retries.is_transient(requests.exceptions.ConnectionError("boom"))
@@ -352,7 +355,7 @@ def test_tracking_uri_precedence(monkeypatch, tmp_path):
      "http://host:port", "postgresql://host", "ftp://host/x"],
 )  # fmt: skip
 def test_malformed_tracking_uri_is_one_line(monkeypatch, tmp_path, uri):
-    with pytest.raises(ConfigError) as err:
+    with pytest.raises(ConfigError, match="is not a valid tracking URI") as err:
         tracking.resolve_tracking_uri(uri, tmp_path / "m.db")
     message = str(err.value)
     assert message.startswith(f"config tracking.uri {uri!r} is not a valid tracking URI (")

@@ -148,7 +148,7 @@ def test_run_records_and_pending_entries(tmp_path):
     entries = records.pending_entries(marker)
     assert [e["stage"] for _, e in entries] == ["evaluate", "train"]
     assert entries[1][1]["run_dir"] == str(record.parent) and "u:p@" not in entries[1][1]["reason"]
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="stage 'report' is not one of"):
         tracking.record_pending(marker, record.parent, "report", "x")
 
 

@@ -7,6 +7,8 @@ import pandas as pd
 import pytest
 
 from afternoon.config import job_spec, load_yaml, load_zoo
+from afternoon.defaults import filled
+from afternoon.distributed.common import weights_sha256
 from helpers import runners
 from helpers.paths import REPO
 from helpers.stage_args import train_output_args
@@ -26,10 +28,10 @@ def run_cli(*args, check=True):
 
 
 def spec_for(arch: str, **changes) -> dict:
+    """A digits job's spec with ``changes``, their defaults filled in as job_spec fills them."""
     config = load_yaml(REPO / "config/config.yaml")
     spec = job_spec(config, load_zoo(REPO / "config/zoo.yaml"), "digits", arch)
-    spec.update(changes)
-    return spec
+    return filled(spec | changes, has_validation=True)
 
 
 def train(digits, spec, out_dir, check=True):
@@ -70,10 +72,25 @@ def test_two_runs_of_one_config_give_identical_weights_and_metrics(digits):
     finals = [k for k in m1 if k.startswith("final_")]
     assert finals and all(m1[k] == m2[k] for k in finals)
     assert m1["run_id"] != m2["run_id"]  # a rerun is a new MLflow run
-    # a different seed trains a different model
+    # The weights digest (metrics.json and the run's MLflow tag) is the saved weights', and the
+    # rerun shows the same one.
+    digest = m1["weights_sha256"]
+    assert digest == weights_sha256(weights(first / "model.keras")) == m2["weights_sha256"]
+    assert tag_of(digits, m1["run_id"]) == tag_of(digits, m2["run_id"]) == digest
+    # a different seed trains a different model, with another digest
     third = digits["root"] / "c"
     train(digits, {**spec, "seed": 7}, third)
     assert not np.array_equal(weights(first / "model.keras")[0], weights(third / "model.keras")[0])
+    m3 = json.loads((third / "metrics.json").read_text())
+    assert m3["weights_sha256"] != digest and tag_of(digits, m3["run_id"]) == m3["weights_sha256"]
+
+
+def tag_of(digits, run_id: str, tag: str = "weights_sha256") -> str:
+    """The MLflow run's tag ``tag``, from the module's tracking store."""
+    from mlflow.tracking import MlflowClient
+
+    marker = json.loads(digits["marker"].read_text())
+    return MlflowClient(marker["tracking_uri"]).get_run(run_id).data.tags[tag]
 
 
 def test_outputs_history_and_mlflow_run(digits):
@@ -97,6 +114,10 @@ def test_outputs_history_and_mlflow_run(digits):
     assert run.info.status == "FINISHED"
     assert run.data.params["batch_size"] == "128"
     assert run.data.params["layers.0.dense.units"] == "64"
+    # every hyperparameter the run used, the defaults its zoo entry leaves out included
+    assert run.data.params["optimizer.learning_rate"] == "0.001"  # fc64: {name: adam}
+    assert run.data.params["optimizer.beta_1"] == "0.9"
+    assert run.data.params["layers.0.dense.activation"] == "relu"
     assert run.data.tags["afternoon.snakemake_rule"] == "train"
     assert (
         len(run.data.tags["afternoon.git_commit"]) in (7, 40)

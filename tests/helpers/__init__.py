@@ -4,9 +4,10 @@
     env         clean_env(): os.environ for a subprocess, no MLFLOW_* of the caller's, venv on PATH
     runners     run_cli(*args), run_snakemake(workdir, *args), run(command), cli_command(*args)
     components  missing(reason) / require(ok, reason): skip, or fail under CI=true; need_root,
-                need_horovod, need_mpirun, need_browser, need_mnist; marks needs_horovod,
-                needs_mpirun, needs_browser
-    services    free_port(), MlflowServer (a real `mlflow server`), mlflow_server(db, dir), wait_for
+                need_horovod, need_mpirun, need_browser, need_mnist (../shared, else downloaded
+                into data_cache(): fetch_mnist); marks needs_horovod, needs_mpirun, needs_browser
+    services    free_port(), MlflowServer (a real `mlflow server`), mlflow_server(db, dir),
+                wait_for, search_runs(url, experiment_id) (MLflow's REST API)
     study       the small shared study (write_study, ARCHS; the `small_study` fixture runs it)
     data        tiny synthetic raw datasets (IDX, CIFAR-10 tar.gz, manifests), real_mnist_files()
     httpserver  LoopbackServer: serves a directory on 127.0.0.1, with failures on chosen paths

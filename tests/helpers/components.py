@@ -15,6 +15,10 @@ tests/conftest.py; a ``skipif`` mark could not fail under CI, it is decided at c
     @needs_horovod
     @needs_mpirun
     def test_...(...):
+
+The real MNIST (``need_mnist``) is ../shared/data/mnist beside the checkout; a fresh clone
+elsewhere downloads its four files once, verified, into ``data_cache()`` (~/.cache/afternoon/
+test-data, or $AFTERNOON_TEST_CACHE); under CI=true ../shared must be there.
 """
 
 from __future__ import annotations
@@ -95,11 +99,53 @@ def need_browser() -> None:
         missing(reason)
 
 
-def need_mnist() -> Path:
-    """The directory of the real MNIST files beside the checkout (../shared/data/mnist)."""
+def data_cache() -> Path:
+    """Where tests keep data they downloaded: $AFTERNOON_TEST_CACHE, else
+    $XDG_CACHE_HOME/afternoon/test-data (~/.cache/afternoon/test-data)."""
+    if cache := os.environ.get("AFTERNOON_TEST_CACHE"):
+        return Path(cache)
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "afternoon/test-data"
+
+
+def fetch_mnist(cache: Path, mirror: str | None = None) -> Path:
+    """The four MNIST files in ``cache``/mnist, downloaded where missing (from their canonical
+    URLs, or ``mirror``/mnist/NAME) and each verified against its published size and sha256 (the
+    registry's: those of ../shared/data/CHECKSUMS.tsv, tests/test_download.py checks); files
+    already there and verified are used as they are. Raises DownloadError."""
+    from afternoon.registry import dataset_entry
+    from afternoon.stages.download import fetch_file
+
+    folder = Path(cache) / "mnist"
+    for entry in dataset_entry("mnist")["files"]:
+        fetch_file(entry, folder / entry["name"], mirror, dataset="mnist", retries=2,
+                   backoff=1.0, timeout=60.0, progress=False)  # fmt: skip
+    return folder
+
+
+def need_mnist(shared: Path = MNIST_DIR, cache: Path | None = None,
+               mirror: str | None = None) -> Path:  # fmt: skip
+    """The directory of the real MNIST files: ../shared/data/mnist beside the checkout (every
+    developer machine and CI have it). Where it is absent (a fresh clone elsewhere), the files are
+    downloaded once into the test data cache (``fetch_mnist``; a failed download skips, naming
+    where to put them); under CI=true its absence fails the test, nothing is downloaded."""
     __tracebackhide__ = True
-    require(MNIST_DIR.is_dir(), f"../shared/data/mnist not present: {MNIST_DIR}")
-    return MNIST_DIR
+    if shared.is_dir():
+        return shared
+    from afternoon.errors import DownloadError
+
+    absent = f"../shared/data/mnist not present ({shared})"
+    if in_ci():
+        missing(f"{absent}: CI always has it beside the checkout")
+    cache = cache or data_cache()
+    try:
+        return fetch_mnist(cache, mirror)
+    except DownloadError as err:
+        missing(
+            f"{absent}, and downloading MNIST into {cache / 'mnist'} failed ({err}): put the four "
+            "files (train/t10k images/labels idx .gz, their URLs and sha256 in "
+            "workflow/afternoon/datasets.yaml) there, or set AFTERNOON_TEST_CACHE to a folder "
+            "holding mnist/"
+        )
 
 
 def need_debian_fashion_mnist() -> Path:

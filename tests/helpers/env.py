@@ -6,6 +6,8 @@ import os
 import sys
 from pathlib import Path
 
+from helpers.paths import WORKFLOW
+
 VENV_BIN = str(Path(sys.executable).parent)
 
 # MLflow variables that point a process at someone's store, experiment or run, or carry their
@@ -24,8 +26,10 @@ def clean_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     password of the shell the tests were started from; `python -m afternoon.cli` sets the
     package's own defaults again when it starts), with MLflow's telemetry off and this
     interpreter's bin directory first on PATH (Snakemake jobs run ``python`` and ``mlflow`` from
-    PATH); then ``extra`` on top."""
+    PATH), and this checkout's package first on PYTHONPATH (a venv's editable install may point
+    at another checkout of it); then ``extra`` on top."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
     env["MLFLOW_DISABLE_TELEMETRY"] = "true"
     env["PATH"] = os.pathsep.join([VENV_BIN, env.get("PATH", "")])
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(WORKFLOW), env.get("PYTHONPATH")]))
     return env | (extra or {})

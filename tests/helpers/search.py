@@ -45,9 +45,9 @@ DIGITS_GRID = {  # hparams_grid's grid (the hparams tutorial's model) on digits,
 
 
 def write_search_study(workdir: Path, run: list[str], searches: dict | None = None,
-                       archs=("fc64",)) -> Path:  # fmt: skip
-    """A small study (digits, ``archs``, 2 epochs) that also runs the searches ``run``."""
-    write_study(workdir, archs=list(archs))
+                       archs=("fc64",), max_epochs: int = 2) -> Path:  # fmt: skip
+    """A small study (digits, ``archs``, ``max_epochs``) that also runs the searches ``run``."""
+    write_study(workdir, archs=list(archs), max_epochs=max_epochs)
     path = workdir / "config/searches.yaml"
     if searches is None:
         shutil.copy(REPO / "config/searches.yaml", path)

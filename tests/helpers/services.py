@@ -13,6 +13,8 @@ server.start()                              # the same database again
 with mlflow_server(db, workdir) as url:     # the UI of an existing sqlite store
     ...
 
+search_runs(url, experiment_id)             # the runs, over MLflow's REST API
+
 with make_tensorboard(log, "TENSORBOARD_LOGDIR=...") as base:   # `make tensorboard ARGS`
     get_json(f"{base}/data/runs")
 """
@@ -140,6 +142,17 @@ def mlflow_server(db: Path, workdir: Path, timeout: float = 90):
         yield server.uri
     finally:
         server.stop()
+
+
+def search_runs(url: str, experiment_id: str) -> list[dict]:
+    """The runs of experiment ``experiment_id`` (as JSON) from the MLflow server at ``url``,
+    over its REST API (POST /api/2.0/mlflow/runs/search)."""
+    body = json.dumps({"experiment_ids": [experiment_id], "max_results": 100}).encode()
+    request = urllib.request.Request(
+        f"{url}/api/2.0/mlflow/runs/search", data=body, headers={"Content-Type": "application/json"}
+    )
+    with urllib.request.urlopen(request, timeout=30) as response:
+        return json.load(response).get("runs", [])
 
 
 def get_json(url: str):

@@ -9,17 +9,11 @@ from __future__ import annotations
 import importlib.util
 import math
 
-from afternoon.errors import ConfigError
+from afternoon.config import has_validation
+from afternoon.defaults import distributed_settings, early_stopping_settings, layer_settings
+from afternoon.errors import ConfigError, horovod_unavailable
 from afternoon.registry import dataset_entry, dataset_names
-from afternoon.zoo import (
-    SEED_RECIPES,
-    architecture_for,
-    distributed_settings,
-    early_stopping_settings,
-    layer_settings,
-    recipe_sets,
-    unknown_dataset,
-)
+from afternoon.zoo import SEED_RECIPES, architecture_for, recipe_sets, unknown_dataset
 
 
 def _pair(value) -> tuple[int, int]:
@@ -41,7 +35,7 @@ def _layer_output(kind: str, spec: dict, shape: tuple) -> tuple | None:
         window, channels = _pair(spec["kernel_size"]), spec["filters"]
     else:
         window, channels = _pair(spec["pool_size"]), shape[2]
-    strides = _pair(spec.get("strides") or window)  # Keras pools with strides = pool_size
+    strides = _pair(spec["strides"])
     same = spec["padding"] == "same"  # Keras' output length along each axis (<= 0: none left)
     sizes = zip(shape[:2], window, strides, strict=True)
     out = tuple(-(-(n if same else n - w + 1) // s) for n, w, s in sizes)
@@ -119,13 +113,13 @@ def check_jobs(config: dict, zoo: dict, names, jobs_env_here: bool = True) -> No
                     f"recipes.{recipes} to {name!r} or leave it out of the study)"
                 )
     check_inputs_fit(config["datasets"], zoo, names, recipes)
-    has_validation = config["data"]["validation_fraction"] > 0
+    validation = has_validation(config)
     for dataset, name in ((ds, arch) for ds, archs in runs.items() for arch in archs):
         arch = architecture_for(zoo, name, dataset, recipes)
         check_backend(config, name, dataset, distributed_settings(arch), jobs_env_here)
         where = _where(zoo, name, dataset, recipes, "early_stopping")
         try:
-            early_stopping_settings(name, arch.get("early_stopping") or {}, has_validation, where)
+            early_stopping_settings(name, arch.get("early_stopping") or {}, validation, where)
             if arch.get("schedule") and arch.get("distributed"):
                 raise ConfigError(
                     f"architecture {name!r}, {_where(zoo, name, dataset, recipes, 'schedule')}: "
@@ -158,14 +152,6 @@ def precision_notes(config: dict, zoo: dict, names) -> list[str]:
 
 
 # --- Distributed jobs: without TensorFlow or Horovod ----------------------------------------
-
-
-def horovod_unavailable(why: str) -> str:
-    """The one line said when an architecture asks for backend horovod and it cannot load."""
-    return (
-        f"distributed.backend horovod is not available here ({why}): build Horovod 0.28.1 "
-        "(`make horovod`, see README) or use backend multi_worker (TensorFlow's own, no MPI)"
-    )
 
 
 def missing_backend(backend: str) -> str | None:

@@ -80,7 +80,7 @@ def _add_arguments(stage: str, parser: argparse.ArgumentParser) -> None:
         add("--card", required=True)
         add("--tracking", required=True, help="marker written by init-tracking")
         add("--state", required=True, help="the oracle's and the trials' folder (resume)")
-        add("--workers", type=int, default=2, help="worker processes (local) or tasks - 1")
+        add("--workers", type=int, default=2, help="worker processes")
         add("--threads", type=int, default=2, help="cores of the job, shared by the workers")
         for name in SEARCH_FILES:
             add(_flag(name), required=True)

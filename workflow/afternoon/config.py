@@ -1,7 +1,9 @@
 """Study config: load (duplicate keys rejected), validate (one-line errors), slice per job.
 
 Snakemake passes each job only the slice of config it needs (``job_spec``), so editing one
-architecture retrains only that architecture. The zoo's own rules are ``afternoon.zoo``'s.
+architecture retrains only that architecture; the slice holds every default the job uses
+(``afternoon.defaults``), so a changed default retrains exactly the jobs it changes. The zoo's own
+rules are ``afternoon.zoo``'s.
 """
 
 from __future__ import annotations
@@ -12,8 +14,10 @@ from pathlib import Path
 import jsonschema
 import yaml
 
+from afternoon.defaults import filled
 from afternoon.errors import ConfigError
-from afternoon.zoo import architecture_for, validate_architecture
+from afternoon.registry import dataset_names
+from afternoon.zoo import architecture_for, unknown_dataset, validate_architecture
 
 
 class _UniqueKeyLoader(yaml.SafeLoader):
@@ -102,14 +106,14 @@ def selected_architectures(config: dict, zoo: dict) -> list[str]:
 
 def study_runs(config: dict, zoo: dict) -> dict[str, list[str]]:
     """Per dataset of the study (config order), the architectures it trains: its list in
-    ``dataset_architectures``, else ``architectures``."""
+    ``dataset_architectures``, else ``architectures``. ``dataset_architectures`` may name
+    datasets the study does not train (``--config datasets=[mnist]`` on the workshop config)."""
     default = selected_architectures(config, zoo)
     per_dataset = config.get("dataset_architectures") or {}
     for dataset, names in per_dataset.items():
-        if dataset not in config["datasets"]:
+        if dataset not in dataset_names():  # a dataset the study leaves out is no mistake
             raise ConfigError(
-                f"config: key dataset_architectures.{dataset}: not a dataset of this study "
-                f"(datasets: {', '.join(config['datasets'])})"
+                f"config: key dataset_architectures.{dataset}: {unknown_dataset(dataset)}"
             )
         _in_zoo(names, zoo, config, f"dataset_architectures.{dataset}")
     return {ds: list(per_dataset.get(ds, default)) for ds in config["datasets"]}
@@ -133,12 +137,20 @@ def job_precision(training: dict, arch: dict) -> str:
     return training.get("precision") or arch.get("precision") or "float32"
 
 
-def job_spec(config: dict, zoo: dict, dataset: str, arch_name: str) -> dict:
-    """Everything one training job needs, and nothing else (the rerun trigger for that job).
-    ``config`` as Snakemake's validate() leaves it: the schema's defaults filled in."""
+def has_validation(config: dict) -> bool:
+    """Whether the study's preprocessed datasets hold a validation split."""
+    return config["data"]["validation_fraction"] > 0
+
+
+def job_spec(config: dict, zoo: dict, dataset: str, arch_name: str, replicate: int = 0) -> dict:
+    """Everything one training job needs, and nothing else (the rerun trigger for that job),
+    the zoo's defaults filled in. ``config`` as Snakemake's validate() leaves it: the schema's
+    defaults filled in. Replicate i > 0 (config ``replicates``) trains with seed + i and says
+    ``replicate: i``; replicate 0's spec is a study's without replicates (nothing reruns)."""
     training = config["training"]
     spec = architecture_for(zoo, arch_name, dataset, training.get("recipes", "seed"))
     spec["epochs"] = scaled_epochs(spec["epochs"], training)
+    spec = filled(spec, has_validation=has_validation(config))
     spec.update(
         name=arch_name,
         dataset=dataset,
@@ -146,4 +158,44 @@ def job_spec(config: dict, zoo: dict, dataset: str, arch_name: str) -> dict:
         precision=job_precision(training, spec),
         deterministic=training["deterministic"],
     )
+    if int(replicate):
+        spec.update(seed=config["seed"] + int(replicate), replicate=int(replicate))
     return spec
+
+
+_JSON_TYPES = {
+    "integer": lambda v: isinstance(v, int) and not isinstance(v, bool),
+    "number": lambda v: isinstance(v, int | float) and not isinstance(v, bool),
+    "boolean": lambda v: isinstance(v, bool),
+    "null": lambda v: v is None,
+    "array": lambda v: isinstance(v, list),
+    "object": lambda v: isinstance(v, dict),
+}
+
+
+def typed_command_line_values(data, schema: dict):
+    """``data`` with each string the schema types otherwise read as YAML: Snakemake reads the
+    values inside a ``--config key={...}`` mapping as strings (``training='{max_epochs: 1}'``
+    gives ``'1'``). A string is kept where the schema accepts a string, or where it does not
+    read as a value of an accepted type (the schema check then names it)."""
+    if isinstance(data, dict):
+        properties, rest = schema.get("properties", {}), schema.get("additionalProperties")
+        return {
+            key: typed_command_line_values(
+                value, properties.get(key, rest if isinstance(rest, dict) else {})
+            )
+            for key, value in data.items()
+        }
+    if isinstance(data, list):
+        return [typed_command_line_values(value, schema.get("items", {})) for value in data]
+    types = schema.get("type", [])
+    types = [types] if isinstance(types, str) else types
+    choices = schema.get("enum", [])
+    if not isinstance(data, str) or "string" in types or data in choices:
+        return data
+    try:
+        value = yaml.safe_load(data)
+    except yaml.YAMLError:
+        return data
+    typed = any(_JSON_TYPES[t](value) for t in types if t in _JSON_TYPES)
+    return value if typed or value in choices else data

@@ -37,3 +37,11 @@ class Terminated(KeyboardInterrupt):
     A KeyboardInterrupt, not an ``AfternoonError``: it unwinds every ``except Exception``."""
 
     signum = signal.SIGTERM
+
+
+def horovod_unavailable(why: str) -> str:
+    """The one line said when an architecture asks for backend horovod and it cannot load."""
+    return (
+        f"distributed.backend horovod is not available here ({why}): build Horovod 0.28.1 "
+        "(`make horovod`, see README) or use backend multi_worker (TensorFlow's own, no MPI)"
+    )

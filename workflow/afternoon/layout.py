@@ -12,8 +12,11 @@ explicit paths it reads and writes; no other module names these folders::
       mlflow/pending/                  runs whose tracking failed, for sync-tracking
       runs/<dataset>/<arch>/           train: model.keras history.csv metrics.json run.json
                                          tensorboard/ and, while it trains, checkpoint/
+      runs/<dataset>/<arch>@r<i>/      train_replicate: replicate i > 0 (config replicates,
+                                         seed + i), the same files (``replicate_name``)
       eval/<dataset>/<arch>/           evaluate: metrics.json confusion_matrix.{csv,png}
                                          per_class.csv misclassified.{png,csv}
+      eval/<dataset>/<arch>@r<i>/      evaluate_replicate: the same files
       search/<name>/<dataset>/         tune: trials.csv summary.json best.yaml best_spec.json
                                          tensorboard/ (the HParams dashboard) and state/ (Keras
                                          Tuner's oracle, trials/<id>/: checkpoints)
@@ -67,6 +70,13 @@ TENSORBOARD_COMMAND = "make tensorboard"
 PENDING = "pending"  # beside the tracking marker: the ledger sync-tracking reads
 
 
+def replicate_name(arch: str, replicate: int | str = 0) -> str:
+    """The folder (and log) name of replicate ``replicate`` of ``arch``: ``arch`` itself for
+    replicate 0 (the paths of a study without replicates, so adding replicates reruns nothing
+    that exists), ``<arch>@r<i>`` for the others, beside it. ``replicate`` may be a wildcard."""
+    return arch if str(replicate) == "0" else f"{arch}@r{replicate}"
+
+
 def train_job_files(run_dir: str) -> dict[str, str]:
     """A train job's files in ``run_dir``: its outputs and its checkpoint folder."""
     files = {name: f"{run_dir}/{file}" for name, file in TRAIN_FILES.items()}
@@ -83,8 +93,8 @@ def eval_job_files(eval_dir: str) -> dict[str, str]:
 
 @dataclass(frozen=True)
 class Layout:
-    """The paths of one results tree (``root``); dataset and arch may be Snakemake wildcards
-    such as ``"{dataset}"``."""
+    """The paths of one results tree (``root``); dataset, arch and replicate may be Snakemake
+    wildcards such as ``"{dataset}"``. Replicate 0 is the run a study without replicates has."""
 
     root: str = RESULTS
 
@@ -113,23 +123,23 @@ class Layout:
         """The folder of every run of the study (``make tensorboard`` reads it whole)."""
         return self._path("runs")
 
-    def run_dir(self, dataset: str, arch: str) -> str:
-        return self._path("runs", dataset, arch)
+    def run_dir(self, dataset: str, arch: str, replicate: int | str = 0) -> str:
+        return self._path("runs", dataset, replicate_name(arch, replicate))
 
-    def train_outputs(self, dataset: str, arch: str) -> dict[str, str]:
+    def train_outputs(self, dataset: str, arch: str, replicate: int | str = 0) -> dict[str, str]:
         """model, history, metrics, run (run.json, written last) and tensorboard (a folder)."""
-        files = train_job_files(self.run_dir(dataset, arch))
+        files = train_job_files(self.run_dir(dataset, arch, replicate))
         return {name: path for name, path in files.items() if name != "checkpoint"}
 
-    def checkpoint_dir(self, dataset: str, arch: str) -> str:
-        return train_job_files(self.run_dir(dataset, arch))["checkpoint"]
+    def checkpoint_dir(self, dataset: str, arch: str, replicate: int | str = 0) -> str:
+        return train_job_files(self.run_dir(dataset, arch, replicate))["checkpoint"]
 
     # evaluate
-    def eval_dir(self, dataset: str, arch: str) -> str:
-        return self._path("eval", dataset, arch)
+    def eval_dir(self, dataset: str, arch: str, replicate: int | str = 0) -> str:
+        return self._path("eval", dataset, replicate_name(arch, replicate))
 
-    def eval_outputs(self, dataset: str, arch: str) -> dict[str, str]:
-        return eval_job_files(self.eval_dir(dataset, arch))
+    def eval_outputs(self, dataset: str, arch: str, replicate: int | str = 0) -> dict[str, str]:
+        return eval_job_files(self.eval_dir(dataset, arch, replicate))
 
     # search (tune, then the best trial retrained and evaluated)
     def search_dir(self, search: str, dataset: str) -> str:
@@ -172,22 +182,26 @@ class Layout:
     def report_outputs(self) -> dict[str, str]:
         return {name: self._path("report", file) for name, file in REPORT_FILES.items()}
 
-    def report_paths(self, datasets: list[str], archs: list[str] | dict[str, list[str]]) -> dict:
+    def report_paths(
+        self, datasets: list[str], archs: list[str] | dict[str, list[str]], replicates: int = 1
+    ) -> dict:
         """Every path the report job reads and writes: ``tracking`` (the marker), ``cards`` (per
-        dataset), ``runs`` (per run its dataset, arch and the ``train`` and ``eval`` files of
-        ``REPORT_READS``), ``outputs`` (``REPORT_FILES``), ``figures`` (per dataset and kind).
-        ``archs``: the architectures of every dataset, or per dataset its own."""
+        dataset), ``runs`` (per run its dataset, arch, replicate and the ``train`` and ``eval``
+        files of ``REPORT_READS``), ``outputs`` (``REPORT_FILES``), ``figures`` (per dataset and
+        kind). ``archs``: the architectures of every dataset, or per dataset its own;
+        ``replicates``: the runs of each (config replicates)."""
         runs = []
         for dataset in datasets:
             for arch in archs[dataset] if isinstance(archs, dict) else archs:
-                train, evaluation = (
-                    self.train_outputs(dataset, arch),
-                    self.eval_outputs(dataset, arch),
-                )
-                run = {"dataset": dataset, "arch": arch}
-                run["train"] = {name: train[name] for name in REPORT_READS["train"]}
-                run["eval"] = {name: evaluation[name] for name in REPORT_READS["eval"]}
-                runs.append(run)
+                for replicate in range(replicates):
+                    train, evaluation = (
+                        self.train_outputs(dataset, arch, replicate),
+                        self.eval_outputs(dataset, arch, replicate),
+                    )
+                    run = {"dataset": dataset, "arch": arch, "replicate": replicate}
+                    run["train"] = {name: train[name] for name in REPORT_READS["train"]}
+                    run["eval"] = {name: evaluation[name] for name in REPORT_READS["eval"]}
+                    runs.append(run)
         figures = {
             ds: {kind: self.report_figure(kind, ds) for kind in REPORT_FIGURES} for ds in datasets
         }

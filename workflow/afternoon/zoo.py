@@ -1,6 +1,6 @@
-"""The architecture zoo (``config/zoo.yaml``) without TensorFlow: its grammar, its defaults (the
-TensorFlow code imports them), per-dataset overrides and every check that needs neither TensorFlow
-nor data. The dry run and ``models.build_model`` check a zoo with the same rules."""
+"""The architecture zoo (``config/zoo.yaml``) without TensorFlow: its grammar, per-dataset
+overrides and every check that needs neither TensorFlow nor data. Its defaults, and a job's spec
+with them filled in, are ``afternoon.defaults``'. The dry run checks a zoo with these rules."""
 
 from __future__ import annotations
 
@@ -8,22 +8,10 @@ import copy
 import re
 from functools import partial
 
+from afternoon.defaults import SCHEDULE_DEFAULTS
 from afternoon.errors import ConfigError
 from afternoon.registry import dataset_names
 
-# --- Defaults, each written once (where Keras has the same default, ours is passed explicitly) --
-OPTIMIZER_DEFAULTS = {
-    "adam": {"learning_rate": 0.001},
-    "sgd": {"learning_rate": 0.01, "momentum": 0.0, "nesterov": False},
-}
-LAYER_DEFAULTS = {  # a maxpool's strides default to its pool_size
-    "conv2d": {"strides": 1, "padding": "valid"},
-    "maxpool2d": {"pool_size": 2, "padding": "valid"},
-}
-EARLY_STOPPING_DEFAULTS = {"patience": 3, "min_delta": 0.0, "restore_best_weights": True}
-# backend: horovod when not given, so zoo entries written before the other backends keep meaning
-# what they meant (a `ranks` alone was a Horovod job); new entries name their backend.
-DISTRIBUTED_DEFAULTS = {"backend": "horovod", "ranks": 1, "scale_lr": True, "warmup_epochs": 1}
 BACKENDS = ("mirrored", "multi_worker", "horovod")
 
 # The activation strings tf_keras 2.18's activations.get() turns into an activation (its functions
@@ -96,13 +84,7 @@ REQUIRED_FIELDS = ("layers", "optimizer", "batch_size", "epochs")
 OVERRIDABLE_KEYS = ("layers", "optimizer", "batch_size", "epochs", "early_stopping")
 OVERRIDABLE_KEYS += ("augmentation", "distributed", "schedule", "precision", "steps_per_execution")
 TRAINING_KEYS = OVERRIDABLE_KEYS
-# A learning-rate schedule over the whole run (afternoon.training.schedules): a linear warm-up
-# to the
-# optimizer's learning_rate, then a cosine decay to final_lr_fraction of it.
-SCHEDULE_DEFAULTS = {
-    "cosine": {"warmup_epochs": 0, "final_lr_fraction": 0.0},
-    "one_cycle": {"warmup_epochs": None, "final_lr_fraction": 0.0},  # None: 30 % of the epochs
-}
+# A learning-rate schedule over the whole run (afternoon.training.schedules).
 SCHEDULE_KEYS = {"name": (lambda v: v in SCHEDULE_DEFAULTS, "cosine or one_cycle")}
 SCHEDULE_KEYS.update(warmup_epochs=NON_NEGATIVE, final_lr_fraction=FRACTION)
 # auto: mixed_bfloat16 where the hardware computes in bf16, else float32
@@ -270,46 +252,6 @@ def recipe_sets(zoo: dict) -> list[str]:
     return [SEED_RECIPES, *dict.fromkeys(named)]
 
 
-def architecture_of(spec: dict) -> dict:
-    """The architecture part of a job spec (what models.build_model takes), with its name."""
-    return {key: spec[key] for key in TRAINING_KEYS if key in spec} | {"name": spec["name"]}
-
-
 def reference_accuracy(zoo: dict, arch_name: str, dataset: str) -> float | None:
     """The seed's published test accuracy (percent) for this architecture on this dataset."""
     return zoo[arch_name].get("reference_accuracy", {}).get(dataset)
-
-
-def optimizer_settings(spec: dict) -> dict:
-    """The keyword arguments of a validated ``optimizer`` mapping, defaults filled in."""
-    if spec["name"] not in OPTIMIZER_DEFAULTS:
-        raise ConfigError(f"unknown optimizer {spec['name']!r} (known: adam, sgd)")
-    return {**OPTIMIZER_DEFAULTS[spec["name"]], **{k: v for k, v in spec.items() if k != "name"}}
-
-
-def layer_settings(kind: str, spec: dict | None) -> dict:
-    """The keys of a validated layer entry, defaults filled in."""
-    return {**LAYER_DEFAULTS.get(kind, {}), **(spec or {})}
-
-
-def early_stopping_settings(name, stopping: dict, has_validation, where="early_stopping") -> dict:
-    """Keras EarlyStopping's arguments for a validated ``early_stopping`` mapping, defaults filled
-    in (it monitors val_loss when there is a validation split, else loss)."""
-    settings = {"monitor": "val_loss" if has_validation else "loss", **EARLY_STOPPING_DEFAULTS}
-    settings.update(stopping)
-    if settings["monitor"].startswith("val_") and not has_validation:
-        raise ConfigError(
-            f"architecture {name!r}, {where}.monitor: {settings['monitor']!r} needs a "
-            "validation split (data.validation_fraction > 0)"
-        )
-    return settings
-
-
-def distributed_settings(spec: dict) -> dict:
-    """The job's ``distributed`` settings with defaults filled in (ranks 1: one process)."""
-    return {**DISTRIBUTED_DEFAULTS, **(spec.get("distributed") or {})}
-
-
-def ranks_of(spec: dict) -> int:
-    """How many processes train this job (1 when it is not distributed)."""
-    return int(distributed_settings(spec)["ranks"])

@@ -1,5 +1,6 @@
 # Shared set-up: config validation (before any job), the zoo, per-job config slices, paths.
 import json
+import shlex
 import sys
 from pathlib import Path
 
@@ -16,32 +17,40 @@ from afternoon import export_package_path
 
 export_package_path(PACKAGE_DIR)
 
-from afternoon.config import architectures_of, check_against_schema, job_spec, load_yaml, load_zoo, study_runs
-from afternoon.checks import placement
+from afternoon.checks import check_jobs, placement, precision_notes
+from afternoon.config import (
+    architectures_of,
+    check_against_schema,
+    job_spec,
+    load_yaml,
+    load_zoo,
+    study_runs,
+    typed_command_line_values,
+)
+from afternoon.defaults import distributed_settings, ranks_of
+from afternoon.distributed.launch import launcher
 from afternoon.errors import AfternoonError
-from afternoon.layout import Layout
+from afternoon.layout import Layout, replicate_name
 from afternoon.registry import dataset_entry
 from afternoon.search.grammar import load_searches
-from afternoon.search.jobs import check_search_jobs, search_job, workers_of
-from afternoon.checks import check_jobs, precision_notes
+from afternoon.search.jobs import LAUNCHER_VARIABLE, check_search_jobs, search_job, workers_of
 from afternoon.tracking.uris import resolve_tracking_uri
-from afternoon.zoo import (
-    ARCHITECTURE_PATTERN,
-    dataset_pattern,
-    distributed_settings,
-    ranks_of,
-    reference_accuracy,
-)
+from afternoon.zoo import ARCHITECTURE_PATTERN, dataset_pattern, reference_accuracy
 
 SCHEMA = str(Path(workflow.basedir) / "workflow/schemas/config.schema.yaml")
 # Every path of the results tree comes from here (afternoon/layout.py).
 LAYOUT = Layout()
-# A rule's outputs for the wildcards {dataset} and {arch}.
+# A rule's outputs for the wildcards {dataset} and {arch}; replicate i > 0 (config replicates)
+# adds {replicate} (train_replicate, evaluate_replicate: layout.replicate_name).
 TRAIN = LAYOUT.train_outputs("{dataset}", "{arch}")
 EVAL = LAYOUT.eval_outputs("{dataset}", "{arch}")
+TRAIN_REPLICATE = LAYOUT.train_outputs("{dataset}", "{arch}", "{replicate}")
+EVAL_REPLICATE = LAYOUT.eval_outputs("{dataset}", "{arch}", "{replicate}")
 
 try:
     # One line naming the key and the reason; Snakemake's own validate() then fills in defaults.
+    # (A --config mapping's values arrive as strings: typed as the schema says first.)
+    config.update(typed_command_line_values(config, load_yaml(SCHEMA)))
     check_against_schema(config, load_yaml(SCHEMA))
     validate(config, SCHEMA)
     ZOO = load_zoo(config["zoo"])
@@ -67,6 +76,8 @@ except AfternoonError as err:
     sys.exit(f"afternoon: {err}")
 
 DATASETS = config["datasets"]
+# Each dataset x architecture trains this many times (seed + i); replicate 0 is rule train.
+REPLICATES = config["replicates"]
 
 
 def needs_download(dataset):
@@ -92,28 +103,25 @@ def all_outputs():
 def report_inputs(wildcards):
     """What the report reads: every run's training and evaluation outputs, the dataset cards, the
     tracking marker, and the report's own code (editing it reruns the report, and only it)."""
-    paths = LAYOUT.report_paths(DATASETS, RUNS)
+    paths = LAYOUT.report_paths(DATASETS, RUNS, REPLICATES)
     return {
         "train": [path for run in paths["runs"] for path in run["train"].values()],
         "evaluation": [path for run in paths["runs"] for path in run["eval"].values()],
         "cards": list(paths["cards"].values()),
         "tracking": paths["tracking"],
+        # the report stage, the whole report wing and its templates
         "code": [
             f"{PACKAGE_DIR}/afternoon/stages/report.py",
-            f"{PACKAGE_DIR}/afternoon/report/costs.py",
-            f"{PACKAGE_DIR}/afternoon/templates/report.html.j2",
+            *sorted(str(path) for path in Path(PACKAGE_DIR, "afternoon/report").glob("*.py")),
+            *sorted(str(path) for path in Path(PACKAGE_DIR, "afternoon/templates").glob("*.j2")),
         ],
         "searches": search_report_inputs(),
-        "search_code": [
-            f"{PACKAGE_DIR}/afternoon/report/search.py",
-            f"{PACKAGE_DIR}/afternoon/templates/search.html.j2",
-        ],
     }
 
 
 def report_paths(wildcards):
     """Every path the report job reads and writes, as JSON (its inputs and outputs, explicit)."""
-    paths = LAYOUT.report_paths(DATASETS, RUNS)
+    paths = LAYOUT.report_paths(DATASETS, RUNS, REPLICATES)
     paths["searches"] = LAYOUT.search_report_paths(SEARCH_RUNS)
     return json.dumps(paths, sort_keys=True)
 
@@ -160,14 +168,21 @@ def mirror_option(wildcards):
 
 
 def train_spec(wildcards):
-    """The config slice of this job only: editing one architecture retrains only it."""
-    return json.dumps(job_spec(config, ZOO, wildcards.dataset, wildcards.arch), sort_keys=True)
+    """The config slice of this job only, every default it uses filled in: editing one
+    architecture, or a default, retrains only the jobs whose slice it changes. A replicate
+    i > 0 (rule train_replicate) trains with seed + i."""
+    replicate = int(wildcards.get("replicate", 0))
+    spec = job_spec(config, ZOO, wildcards.dataset, wildcards.arch, replicate)
+    return json.dumps(spec, sort_keys=True)
 
 
 # --- Data-parallel training: an architecture's `distributed.ranks` > 1 (backend multi_worker or
 # horovod) makes its train job one job of that many processes. Snakemake's Slurm executor reads
 # resources `mpi` (set: the command starts its own tasks) and `tasks`; locally both only shape
 # the shell command. Backend mirrored is one process (over the node's GPUs): a plain job.
+# Which command starts the processes (launch.launcher): a config key set to override it, else the
+# executor profile's resource of that name (profiles/slurm: srun; resources, unlike a profile's
+# `config:`, survive a `--config` on the command line), else this machine's.
 
 
 def train_ranks(wildcards):
@@ -181,16 +196,12 @@ def train_cpus_per_rank(wildcards, threads):
     return max(1, threads // ranks) if ranks > 1 else None
 
 
-def train_mpi(wildcards, threads):
-    """resources.mpi: the launcher of a job of several processes ('{cpus}' -> cores per rank):
-    training.worker_launcher (multi_worker) or training.mpi_launcher (horovod); None (unset) for
-    one process, which the Slurm executor then submits as a plain job."""
-    cpus = train_cpus_per_rank(wildcards, threads)
-    if cpus is None:
-        return None
+def train_mpi(wildcards):
+    """resources.mpi: the backend (multi_worker, horovod) of a job of several processes, which
+    the Slurm executor then submits as one job of `tasks` tasks, leaving their start to the
+    command; None (unset) for one process, which it submits as a plain job."""
     spec = job_spec(config, ZOO, wildcards.dataset, wildcards.arch)
-    key = "worker_launcher" if distributed_settings(spec)["backend"] == "multi_worker" else "mpi_launcher"
-    return config["training"][key].replace("{cpus}", str(cpus))
+    return distributed_settings(spec)["backend"] if ranks_of(spec) > 1 else None
 
 
 def train_tasks(wildcards):
@@ -204,10 +215,15 @@ def train_placement(wildcards, key):
     return placement(config["training"], key) if train_ranks(wildcards) > 1 else None
 
 
-def train_launcher(wildcards, resources):
-    """The shell prefix that starts the ranks, `{resources.mpi} -n RANKS`; '' for one process."""
-    mpi = resources.get("mpi")
-    return f"{mpi} -n {train_ranks(wildcards)}" if mpi else ""
+def train_launcher(wildcards, threads, resources):
+    """The shell prefix that starts the ranks: training.worker_launcher (multi_worker) or
+    training.mpi_launcher (horovod), else the profile's resource of that name, else this
+    machine's, then `-n RANKS`; '' for one process."""
+    if not resources.get("mpi"):
+        return ""
+    key = "worker_launcher" if resources.mpi == "multi_worker" else "mpi_launcher"
+    cpus = train_cpus_per_rank(wildcards, threads)
+    return launcher(key, config["training"][key], resources.get(key), cpus, train_ranks(wildcards))
 
 
 # --- Hyperparameter searches (search.smk): one tune job per selected search x its datasets.
@@ -231,19 +247,19 @@ def tune_workers(wildcards):
 
 
 def tune_mpi(wildcards):
-    """resources.mpi of a tune job: searches.launcher under Slurm (then the executor submits one
-    job of workers + 1 tasks and runs the command as is); None on a workstation."""
-    return config["searches"]["launcher"] or None
+    """resources.mpi of a search of several workers: the Slurm executor then submits one job of
+    `workers` tasks and runs the command (the chief) as is; the chief starts the workers."""
+    return "search" if tune_workers(wildcards) > 1 else None
 
 
 def tune_tasks(wildcards):
-    """Tasks of a tune job under Slurm: the chief and the workers; 1 on a workstation."""
-    return tune_workers(wildcards) + 1 if tune_mpi(wildcards) else 1
+    """Tasks of a tune job: one per worker (the chief, idle, shares the batch step)."""
+    return tune_workers(wildcards)
 
 
 def tune_cpus_per_task(wildcards):
-    """Under Slurm each task (a worker) gets training.threads cores; unset on a workstation."""
-    return config["training"]["threads"] if tune_mpi(wildcards) else None
+    """Each task (a worker) gets training.threads cores; unset for one worker (a plain job)."""
+    return config["training"]["threads"] if tune_workers(wildcards) > 1 else None
 
 
 def tune_threads(wildcards):
@@ -252,7 +268,13 @@ def tune_threads(wildcards):
 
 
 def tune_launcher(wildcards, resources):
-    """The shell prefix that starts a search's chief and workers as the tasks of one job,
-    `{resources.mpi} -n {resources.tasks}`; '' on a workstation (the chief starts the workers)."""
-    mpi = resources.get("mpi")
-    return f"{mpi} -n {resources.tasks}" if mpi else ""
+    """`AFTERNOON_SEARCH_LAUNCHER='<prefix>'` before the command: what the chief starts its
+    workers with (searches.launcher, else the profile's resource search_launcher, then
+    `-n WORKERS`); '' where it starts them as local processes (a workstation, one worker)."""
+    if not resources.get("mpi"):
+        return ""
+    threads, workers = config["training"]["threads"], tune_workers(wildcards)
+    prefix = launcher(
+        "search_launcher", config["searches"]["launcher"], resources.get("search_launcher"), threads, workers
+    )
+    return f"{LAUNCHER_VARIABLE}={shlex.quote(prefix)}" if prefix else ""

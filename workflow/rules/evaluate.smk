@@ -25,3 +25,17 @@ rule evaluate:
         " --per-class {output.per_class} --misclassified-png {output.misclassified_png}"
         " --misclassified-csv {output.misclassified_csv}"
         " --misclassified {params.misclassified} --threads {threads} > {log} 2>&1"
+
+
+# Each replicate i > 0 (config replicates) is evaluated as replicate 0 is, from its own folder.
+use rule evaluate as evaluate_replicate with:
+    input:
+        model=rules.train_replicate.output.model,
+        run=rules.train_replicate.output.run,
+        npz=LAYOUT.npz("{dataset}"),
+        card=LAYOUT.card("{dataset}"),
+        tracking=rules.init_tracking.output.marker,
+    output:
+        **EVAL_REPLICATE,
+    log:
+        LAYOUT.log("evaluate", "{dataset}", replicate_name("{arch}", "{replicate}")),

@@ -4,20 +4,17 @@
 
 
 # The chief serves the oracle on 127.0.0.1 and starts `workers` local worker processes; on Slurm
-# (searches.launcher set by profiles/slurm) the job is one allocation of workers + 1 tasks started
-# by srun: task 0 the chief, the others workers (they find the chief in <state>/chief.json).
-# A stopped job leaves its state folder (not an output): the next run resumes the search.
+# (the profile's resource search_launcher: srun) the job is one allocation of `workers` tasks:
+# the chief runs in the job's batch step and starts the workers as one step, `srun -n WORKERS`
+# (they find the chief in <state>/chief.json). A stopped job leaves its state folder (not an
+# output): the next run resumes the search.
 rule tune:
     input:
         npz=LAYOUT.npz("{dataset}"),
         card=LAYOUT.card("{dataset}"),
         tracking=rules.init_tracking.output.marker,
     output:
-        **{
-            name: path
-            for name, path in LAYOUT.search_outputs("{search}", "{dataset}").items()
-            if name != "tensorboard"
-        },
+        **{name: path for name, path in LAYOUT.search_outputs("{search}", "{dataset}").items() if name != "tensorboard"},
         tensorboard=directory(LAYOUT.search_outputs("{search}", "{dataset}")["tensorboard"]),
     log:
         LAYOUT.log("tune", "{search}", "{dataset}"),
@@ -25,9 +22,9 @@ rule tune:
         f"../../envs/{config['training']['conda_env']}.yaml"
     threads: tune_threads
     resources:
-        # Under Slurm (searches.launcher set): one job of workers + 1 tasks, started by the
-        # launcher (the chief in task 0, which uses no GPU); a workstation: one process that
-        # starts the workers itself.
+        # A search of several workers: one job of a task per worker (under Slurm; the chief,
+        # idle and without a GPU, needs no task of its own); the chief starts them with the
+        # launcher set before its command (params.launcher), or as local processes.
         mpi=tune_mpi,
         tasks=tune_tasks,
         cpus_per_task=tune_cpus_per_task,

@@ -1,7 +1,8 @@
 # Training: one job per dataset x architecture, each tracked as one MLflow run. An architecture
 # with `distributed: {backend: multi_worker | horovod, ranks: N}` trains data-parallel: the same
-# rule and outputs, its command started as N processes by training.worker_launcher (multi_worker)
-# or training.mpi_launcher (horovod); only worker 0 writes files and the MLflow run. Backend
+# rule and outputs, its command started as N processes by the worker launcher (multi_worker) or
+# the MPI launcher (horovod): this machine's, the Slurm profile's srun, or the config's
+# training.worker_launcher / mpi_launcher; only worker 0 writes files and the MLflow run. Backend
 # mirrored is one process over the node's GPUs.
 
 
@@ -58,3 +59,17 @@ rule train:
         " --checkpoint {params.checkpoint}"
         " --threads {threads} --tag snakemake_rule=train"
         " --tag snakemake_wildcards=dataset={wildcards.dataset},arch={wildcards.arch} > {log} 2>&1"
+
+
+# Replicates (config replicates: N): replicate i > 0 of a dataset x architecture is the same job
+# with seed + i (train_spec), its own MLflow run (tag afternoon.replicate, run name
+# <arch>@<dataset>#r<i>) and folder (runs/<dataset>/<arch>@r<i>/). Replicate 0 is rule train:
+# its paths, spec and command are those of a study without replicates.
+use rule train as train_replicate with:
+    output:
+        **{name: path for name, path in TRAIN_REPLICATE.items() if name != "tensorboard"},
+        tensorboard=directory(TRAIN_REPLICATE["tensorboard"]),
+    log:
+        LAYOUT.log("train", "{dataset}", replicate_name("{arch}", "{replicate}")),
+    params:
+        checkpoint=LAYOUT.checkpoint_dir("{dataset}", "{arch}", "{replicate}"),

@@ -15,20 +15,21 @@ Horovod before a job starts.
 from __future__ import annotations
 
 from afternoon.distributed.common import SingleProcess
-from afternoon.zoo import distributed_settings, ranks_of
 
-__all__ = ["SingleProcess", "ranks_of", "start"]
+__all__ = ["SingleProcess", "start"]
 
 
 def start(spec: dict, job_threads: int):
     """This process's part of the job: a ``strategies.Strategy`` (mirrored, multi_worker), a
-    ``horovod.Horovod`` rank (after ``hvd.init()``), or ``SingleProcess``."""
-    backend = distributed_settings(spec)["backend"] if spec.get("distributed") else None
+    ``horovod.Horovod`` rank (after ``hvd.init()``), or ``SingleProcess``. The spec's
+    ``distributed`` has every key filled in (``config.job_spec``); none: one process."""
+    settings = spec.get("distributed")
+    backend = settings["backend"] if settings else None
     if backend in ("mirrored", "multi_worker"):
         from afternoon.distributed.strategies import Strategy
 
         return Strategy(spec, job_threads, backend)
-    if backend == "horovod" and ranks_of(spec) > 1:
+    if backend == "horovod" and settings["ranks"] > 1:
         from afternoon.distributed.horovod import Horovod
 
         return Horovod(spec, job_threads)

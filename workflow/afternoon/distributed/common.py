@@ -99,10 +99,10 @@ def scaled_optimizer(optimizer_spec: dict, size: int, scale_lr: bool):
 
     from afternoon.training.models import build_optimizer
 
-    new = build_optimizer(optimizer_spec)  # the zoo's defaults live there
+    new = build_optimizer(optimizer_spec)
     legacy = getattr(tf.keras.optimizers.legacy, type(new).__name__)
     kwargs = {key: value for key, value in new.get_config().items() if key in _LEGACY_KEYS}
-    base = float(optimizer_spec.get("learning_rate", kwargs["learning_rate"]))
+    base = float(optimizer_spec["learning_rate"])  # the spec's (config.job_spec fills it in)
     learning_rate = base * size if scale_lr else base
     return legacy(**{**kwargs, "learning_rate": learning_rate}), learning_rate
 

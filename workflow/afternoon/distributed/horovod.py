@@ -36,10 +36,8 @@ import socket
 
 import numpy as np
 
-from afternoon.checks import horovod_unavailable
 from afternoon.distributed import common
-from afternoon.errors import AfternoonError, ConfigError
-from afternoon.zoo import distributed_settings
+from afternoon.errors import AfternoonError, ConfigError, horovod_unavailable
 
 
 def _import_horovod():
@@ -71,7 +69,7 @@ class Horovod(common.SingleProcess):
     def __init__(self, spec: dict, job_threads: int):
         from afternoon.runtime import configure_tensorflow
 
-        self.settings, self.optimizer = distributed_settings(spec), spec["optimizer"]
+        self.settings, self.optimizer = spec["distributed"], spec["optimizer"]
         self.hvd = hvd = _import_horovod()
         import horovod.tensorflow as collectives  # allgather_object: not in the Keras module
 
@@ -99,7 +97,7 @@ class Horovod(common.SingleProcess):
         # Horovod: the job's cores are shared by its ranks (TF's thread pools are sized from it).
         self.threads = max(1, job_threads // self.size)
         # Before the first collective (a TensorFlow op): the thread pools are fixed by then.
-        configure_tensorflow(self.threads, spec["seed"], spec.get("deterministic", True))
+        configure_tensorflow(self.threads, spec["seed"], spec["deterministic"])
         where = {"host": socket.gethostname(), "local_rank": self.local_rank, "pid": os.getpid()}
         # Horovod: where each rank runs, for the MLflow run (every rank must take part).
         self.placement = self.collectives.allgather_object(where, name="afternoon.placement")

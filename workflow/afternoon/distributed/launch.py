@@ -13,6 +13,9 @@ The workers share the launcher's stdout and stderr. SIGTERM or SIGINT to the lau
 on to every worker (they stop at once, keeping their checkpoint); the workers die with the
 launcher if it is killed (SIGKILL). When a worker fails the others are stopped (they would wait
 forever for its gradients). Exit status: the first failing worker's, else 0.
+
+``launcher()`` says which command starts a job's processes (this one, ``mpirun``, or a
+cluster's ``srun``): the workflow's rules call it.
 """
 
 from __future__ import annotations
@@ -30,6 +33,24 @@ from afternoon.distributed.cluster import free_ports, tf_config
 
 GRACE_S = 20  # seconds a worker gets to stop after SIGTERM before it is killed
 PRIVATE = "AFTERNOON_PRIVATE_NETWORK"  # set inside the namespace --private-network made
+
+# What starts a job's processes on this machine, by launcher: a multi_worker job's workers, a
+# Horovod job's ranks, a search's workers ('': its chief starts them itself).
+LOCAL_LAUNCHERS = {
+    "worker_launcher": "python -m afternoon.distributed.launch",
+    "mpi_launcher": "mpirun --allow-run-as-root --oversubscribe --bind-to none",
+    "search_launcher": "",
+}
+
+
+def launcher(name: str, configured: str | None, cluster: str | None, cpus: int, n: int) -> str:
+    """The shell prefix that starts a job's ``n`` processes of ``cpus`` cores each, `{cpus}` in
+    it replaced and `-n N` appended; '' where the job starts them itself. ``configured``: the
+    config key (training.worker_launcher, training.mpi_launcher, searches.launcher), set only to
+    override; else ``cluster``: the launcher ``name`` that the executor's profile gives the job
+    as a resource (profiles/slurm: srun); else this machine's (``LOCAL_LAUNCHERS``)."""
+    chosen = configured or cluster or LOCAL_LAUNCHERS[name]
+    return f"{chosen.replace('{cpus}', str(cpus))} -n {n}" if chosen else ""
 
 
 def _die_with_parent() -> None:  # in the child, before exec: SIGKILL when the launcher dies

@@ -28,7 +28,6 @@ import numpy as np
 
 from afternoon.distributed import cluster, common
 from afternoon.runtime import configure_tensorflow
-from afternoon.zoo import distributed_settings
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +39,7 @@ class Strategy(common.SingleProcess):
 
     def __init__(self, spec: dict, job_threads: int, backend: str):
         self.backend, self.spec = backend, spec
-        self.settings = distributed_settings(spec)
+        self.settings = spec["distributed"]  # every key filled in (config.job_spec)
         if backend == "multi_worker":
             import tensorflow as tf
 
@@ -52,7 +51,7 @@ class Strategy(common.SingleProcess):
             resolver, self.workers = None, 1
         logging.getLogger("tensorflow").setLevel(logging.WARNING)  # a line per all-reduce
         self.threads = max(1, job_threads // self.workers)
-        tf = configure_tensorflow(self.threads, spec["seed"], spec.get("deterministic", True))
+        tf = configure_tensorflow(self.threads, spec["seed"], spec["deterministic"])
         gpus = tf.config.list_physical_devices("GPU")
         for gpu in gpus:
             tf.config.experimental.set_memory_growth(gpu, True)
@@ -212,10 +211,9 @@ class Strategy(common.SingleProcess):
         """The final weights in a one-process model (built outside the strategy, compiled as
         build_model compiles): what the chief saves, and what evaluation loads."""
         from afternoon.training.models import build_model
-        from afternoon.zoo import architecture_of
 
         plain = build_model(
-            architecture_of(spec), model.input_shape[1:], num_classes=int(spec["num_classes"]),
+            spec, model.input_shape[1:], num_classes=int(spec["num_classes"]),
             seed=spec["seed"], mixed_precision=spec["precision"],
         )  # fmt: skip
         plain.set_weights(self._final_weights)

@@ -156,22 +156,30 @@ def plot_history(history_df, path: str | Path, title: str) -> Path:
 
 def plot_learning_curves(histories: dict, best_epochs: dict, path: Path, title: str) -> Path:
     """Small multiples: one column per architecture, accuracy (top) and loss (bottom) per epoch,
-    train and validation; a dotted line at the best epoch."""
+    train and validation; a dotted line at the best epoch. ``histories`` and ``best_epochs``:
+    per architecture a list, one entry per replicate: a line each, the first one solid, the
+    others fainter."""
     size = (max(6.0, 2.6 * len(histories)), 5.4)
     fig, axes = plt.subplots(2, len(histories), figsize=size, sharey="row", squeeze=False)
     fig.set_layout_engine("constrained")
     fig.suptitle(title)
-    for j, (arch, df) in enumerate(histories.items()):
+    for j, (arch, frames) in enumerate(histories.items()):
         for ax, metric in zip(axes[:, j], ("accuracy", "loss"), strict=True):
-            for column, label in ((metric, "train"), (f"val_{metric}", "validation")):
-                if column in df.columns and df[column].notna().any():
-                    marker = "o" if len(df) <= 20 else None
-                    ax.plot(df["epoch"], df[column], label=label, marker=marker, markersize=2)
-            if best_epochs.get(arch):
-                ax.axvline(best_epochs[arch], color="grey", linestyle=":", linewidth=1)
+            for i, df in enumerate(frames):
+                style = dict(alpha=0.45, linewidth=1.0) if i else {}
+                lines = ((metric, "train", "C0"), (f"val_{metric}", "validation", "C1"))
+                for column, label, colour in lines:
+                    if column in df.columns and df[column].notna().any():
+                        marker = "o" if len(df) <= 20 else None
+                        ax.plot(df["epoch"], df[column], label=None if i else label,
+                                color=colour, marker=marker, markersize=2, **style)  # fmt: skip
+            for i, best in enumerate(best_epochs.get(arch) or []):
+                if best:
+                    ax.axvline(best, color="grey", linestyle=":", lw=1, alpha=0.5 if i else 1)
             ax.xaxis.set_major_locator(MaxNLocator(integer=True))
             ax.grid(alpha=0.3)
-        axes[0, j].set_title(arch, fontsize=10)
+        runs = f" ({len(frames)} runs)" if len(frames) > 1 else ""
+        axes[0, j].set_title(f"{arch}{runs}", fontsize=10)
         axes[1, j].set_xlabel("epoch")
     axes[0, 0].set_ylabel("accuracy")
     axes[1, 0].set_ylabel("loss")

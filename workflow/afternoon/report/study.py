@@ -1,9 +1,9 @@
 """The study's report: "The Score Thus Far" table, learning curves, overfitting gaps, per-run
-confusion
-matrices and misclassified images, provenance: one self-contained HTML page (images as data URIs)
-plus scores.csv, scores.md and the figures. ``--settings`` is the report-only config
+confusion matrices and misclassified images, provenance: one self-contained HTML page (images as
+data URIs) plus scores.csv, scores.md and the figures. ``--settings`` is the report-only config
 slice the rule passes (study, tracking URI, datasets, per architecture in zoo order its
-description and the seed's accuracy per dataset)."""
+description and the seed's accuracy per dataset). With replicates (``afternoon.report.replicates``)
+every score is the mean over an architecture's replicates."""
 
 from __future__ import annotations
 
@@ -18,6 +18,13 @@ from afternoon.fileio import atomic_path, read_json, write_text_atomic
 from afternoon.layout import TENSORBOARD_COMMAND
 from afternoon.report.costs import cost_columns, device_rows
 from afternoon.report.plots import data_uri, plot_learning_curves, plot_overfitting, plot_pareto
+from afternoon.report.replicates import (
+    SPREAD_COLUMNS,
+    per_replicate_columns,
+    replicated,
+    runs_of,
+    summarise,
+)
 from afternoon.report.search import search_sections
 from afternoon.tracking import config_hash, provenance_tags
 from afternoon.tracking.provenance import strip_credentials
@@ -25,11 +32,15 @@ from afternoon.tracking.uris import run_url
 
 TEMPLATES = resources.files("afternoon") / "templates"
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
-# Score columns (CSV names): display label and format; label None: CSV only.
+# Score columns (CSV names): display label and format; label None: CSV only. A study with
+# replicates: each the mean over them, and the SPREAD_COLUMNS (only then).
 COLUMNS = {
     "test_accuracy_pct": ("test acc (%)", "{:.2f}"),
+    "test_accuracy_pct_sd": ("sd (pp)", "{:.2f}"),
+    "n": ("n", "{:.0f}"),
     "reference_pct": ("seed (%)", "{:g}"),  # with difference_pct: only where the zoo has one
     "difference_pct": ("Δ (pp)", "{:+.2f}"),
+    "reference_in_range": ("seed in range", None),  # yes/no: within the replicates' [min, max]
     "test_loss": ("test loss", "{:.3f}"),
     "parameters": ("params", "{:,.0f}"),
     "epochs_run": ("epochs", None),  # shown as "run/planned"
@@ -44,6 +55,7 @@ COLUMNS = {
     "device": (None, None),
     "train_minus_test_pp": (None, None),  # the overfitting figure's numbers
 }
+COLUMNS.update({column: (None, None) for column in SPREAD_COLUMNS if column not in COLUMNS})
 TRAIN_KEYS = ("final_accuracy", "parameters", "epochs_run", "epochs_planned", "train_time_s")
 EVAL_KEYS = ("test_accuracy", "test_loss", "inference_images_per_s")
 
@@ -83,13 +95,13 @@ def load_study(settings: dict, paths: dict) -> dict:
     corrupt file is one line naming it."""
     tracking = _json(Path(paths["tracking"]), ("tracking_uri", "experiment_id"))
     cards = {ds: _json(Path(paths["cards"][ds])) for ds in settings["datasets"]}
-    runs = {}
+    runs = {}  # (dataset, arch, replicate) -> the run's files, read
     for given in paths["runs"]:  # each dataset's own architectures (config dataset_architectures)
-        ds, arch = given["dataset"], given["arch"]
+        ds, arch, replicate = given["dataset"], given["arch"], given.get("replicate", 0)
         train = {k: Path(v) for k, v in given["train"].items()}
         evals = {k: Path(v) for k, v in given["eval"].items()}
         record = _json(train["run"], ("run_id", "tracking_uri"))
-        runs[ds, arch] = dict(
+        runs[ds, arch, replicate] = dict(
             train=_json(train["metrics"], TRAIN_KEYS),
             history=_history(train["history"]),
             record=record,
@@ -102,31 +114,39 @@ def load_study(settings: dict, paths: dict) -> dict:
 
 
 def score_rows(settings: dict, runs: dict) -> pd.DataFrame:
-    """One row per run (architecture, dataset) with its scores; ``best``: top accuracy of its
-    dataset (ties all marked)."""
+    """One row per (architecture, dataset) with its scores, the means over its replicates
+    (``replicates.summarise``); ``best``: top accuracy of its dataset (ties all marked)."""
+    long = summarise(replicate_rows(settings, runs))
+    best = long.groupby("dataset")["test_accuracy_pct"].transform("max")
+    return long.assign(best=long["test_accuracy_pct"] == best)
+
+
+def replicate_rows(settings: dict, runs: dict) -> pd.DataFrame:
+    """One row per run (architecture, dataset, replicate) with its scores."""
     rows = []
     for arch in settings["architectures"]:
         for ds in settings["datasets"]:
-            if (ds, arch["name"]) not in runs:
-                continue  # not trained on this dataset
-            run = runs[ds, arch["name"]]
-            train, evaluation = run["train"], run["evaluation"]
-            row = dict(architecture=arch["name"], dataset=ds)
-            row["test_accuracy_pct"] = accuracy = 100 * float(evaluation["test_accuracy"])
-            row["reference_pct"] = reference = arch["reference_accuracy"].get(ds)
-            row["difference_pct"] = None if reference is None else accuracy - reference
-            row.update({key: train[key] for key in TRAIN_KEYS[1:]})
-            per_epoch = train["train_time_s"] / max(1, train["epochs_run"])
-            row["time_per_epoch_s"] = train.get("time_per_epoch_s", per_epoch)
-            row["test_loss"] = evaluation["test_loss"]
-            row["inference_images_per_s"] = evaluation["inference_images_per_s"]
-            row["train_minus_test_pp"] = 100 * float(train["final_accuracy"]) - accuracy
-            row.update(cost_columns(arch, train, evaluation))
-            rows.append(row)
+            replicates = sorted(r for d, a, r in runs if (d, a) == (ds, arch["name"]))
+            for replicate in replicates:  # none: not trained on this dataset
+                rows.append(_score_row(arch, ds, replicate, runs[ds, arch["name"], replicate]))
     floats = ("reference_pct", "difference_pct", "cost", "s_per_60k_epoch", "seed_gpu_s_per_epoch")
-    long = pd.DataFrame(rows).astype(dict.fromkeys(floats, float))
-    best = long.groupby("dataset")["test_accuracy_pct"].transform("max")
-    return long.assign(best=long["test_accuracy_pct"] == best)
+    return pd.DataFrame(rows).astype(dict.fromkeys(floats, float))
+
+
+def _score_row(arch: dict, ds: str, replicate: int, run: dict) -> dict:
+    train, evaluation = run["train"], run["evaluation"]
+    row = dict(architecture=arch["name"], dataset=ds, replicate=replicate)
+    row["test_accuracy_pct"] = accuracy = 100 * float(evaluation["test_accuracy"])
+    row["reference_pct"] = reference = arch["reference_accuracy"].get(ds)
+    row["difference_pct"] = None if reference is None else accuracy - reference
+    row.update({key: train[key] for key in TRAIN_KEYS[1:]})
+    per_epoch = train["train_time_s"] / max(1, train["epochs_run"])
+    row["time_per_epoch_s"] = train.get("time_per_epoch_s", per_epoch)
+    row["test_loss"] = evaluation["test_loss"]
+    row["inference_images_per_s"] = evaluation["inference_images_per_s"]
+    row["train_minus_test_pp"] = 100 * float(train["final_accuracy"]) - accuracy
+    row.update(cost_columns(arch, train, evaluation))
+    return row
 
 
 def score_table(settings: dict, long: pd.DataFrame) -> pd.DataFrame:
@@ -137,9 +157,11 @@ def score_table(settings: dict, long: pd.DataFrame) -> pd.DataFrame:
     wide = wide.swaplevel(axis=1).reindex(columns=order)
     wide = wide.reindex([a["name"] for a in settings["architectures"]])
     unknown = [ds for ds in settings["datasets"] if wide[ds, "reference_pct"].isna().all()]
-    seed_columns = ("reference_pct", "difference_pct", "seed_gpu_s_per_epoch")
+    seed_columns = ("reference_pct", "difference_pct", "seed_gpu_s_per_epoch", "reference_in_range")
     no_seed = [(ds, c) for ds in unknown for c in seed_columns]
-    return wide.drop(columns=no_seed)
+    if not replicated(long):  # one run each: the table of a study without replicates
+        no_seed += [(ds, c) for ds in settings["datasets"] for c in SPREAD_COLUMNS]
+    return wide.drop(columns=list(dict.fromkeys(no_seed)))
 
 
 def display_table(wide: pd.DataFrame, descriptions: dict) -> dict:
@@ -156,8 +178,11 @@ def display_table(wide: pd.DataFrame, descriptions: dict) -> dict:
                 value, css = row[ds, column], ["group-start"] if i == 0 else []
                 if pd.isna(row[ds, "test_accuracy_pct"]):
                     text = "–"  # not trained on this dataset
-                elif column == "epochs_run":
-                    text = f"{int(value)}/{int(row[ds, 'epochs_planned'])}"
+                elif column == "epochs_run":  # a mean over replicates: 1 decimal at most
+                    text = f"{round(value, 1):g}/{int(row[ds, 'epochs_planned'])}"
+                elif column == "reference_in_range":
+                    text = {True: "yes", False: "no"}.get(value, "–")
+                    css += {"yes": ["above"], "no": ["below"]}.get(text, [])
                 elif column == "cost" and not pd.isna(value):
                     text = f"{float(value):,.0f} {row[ds, 'cost_unit']}"
                 else:
@@ -227,6 +252,9 @@ def build_report(settings: dict, paths: dict) -> dict:
     long = score_rows(settings, study["runs"])
     wide = score_table(settings, long)
     csv = wide.set_axis([f"{ds}_{column}" for ds, column in wide.columns], axis=1)
+    if replicated(long):  # and each replicate's own numbers
+        rows = replicate_rows(settings, study["runs"])
+        csv = csv.join(per_replicate_columns(rows, settings["datasets"]))
     with atomic_path(Path(outputs["scores_csv"])) as tmp:
         csv.rename_axis("architecture").to_csv(tmp, float_format="%.6g")
     descriptions = {a["name"]: a["description"] for a in settings["architectures"]}
@@ -234,10 +262,10 @@ def build_report(settings: dict, paths: dict) -> dict:
     write_text_atomic(Path(outputs["scores_md"]), markdown_table(table))
     figures = []
     for ds in settings["datasets"]:
-        runs = {a: study["runs"][ds, a] for a in descriptions if (ds, a) in study["runs"]}
+        runs = runs_of(study["runs"], ds, list(descriptions))  # per arch, its replicates
         curves = plot_learning_curves(
-            {a: run["history"] for a, run in runs.items()},
-            {a: run["train"].get("best_epoch") for a, run in runs.items()},
+            {a: [run["history"] for run in replicates] for a, replicates in runs.items()},
+            {a: [run["train"].get("best_epoch") for run in reps] for a, reps in runs.items()},
             Path(paths["figures"][ds]["learning_curves"]),
             f"{ds}: learning curves (train vs validation)",
         )
@@ -253,7 +281,11 @@ def build_report(settings: dict, paths: dict) -> dict:
         datasets=settings["datasets"],
         table=table,
         figures=figures,
-        runs=[dict(dataset=ds, arch=arch, **run) for (ds, arch), run in study["runs"].items()],
+        runs=[
+            dict(dataset=ds, arch=arch, replicate=replicate, **run)
+            for (ds, arch, replicate), run in study["runs"].items()
+        ],  # fmt: skip
+        replicates=int(long["n"].max()) if len(long) else 1,
         provenance=provenance(settings, study["cards"], study["tracking"]),
         devices=device_rows(long),
         tensorboard_command=TENSORBOARD_COMMAND,

@@ -1,13 +1,16 @@
 """The processes of a tune job: its chief and its workers.
 
 The chief: Keras Tuner's oracle, reloaded from its saved state, served over gRPC on one address
-(127.0.0.1 on a workstation, the node's address under Slurm: never a wildcard);
-its workers (local processes, or Slurm tasks) ask it for trials. When the oracle stops and no
-trial is left running, the chief writes the search's results: the trials table, the summary and
-the best trial as a complete zoo entry.
+(127.0.0.1 on a workstation, its node's address when a launcher starts the workers: never a
+wildcard); it starts its workers, which ask it for trials: local processes, or with the
+launcher in ``AFTERNOON_SEARCH_LAUNCHER`` (under Slurm ``srun ... -n N``, from the job's batch
+step, where the idle chief needs no task of its own) the tasks of one job step, worker i its
+task i (``SLURM_PROCID``).
+When the oracle stops and no trial is left running, the chief writes the search's results: the
+trials table, the summary and the best trial as a complete zoo entry.
 
 ``chief.json`` in the state folder tells the workers where the oracle is and which MLflow run
-is the search's; a worker started by Slurm waits for one written in its own Slurm job.
+is the search's; a worker in a Slurm job waits for one written in its own Slurm job.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import ipaddress
 import json
 import logging
 import os
+import shlex
 import signal
 import socket
 import subprocess
@@ -29,6 +33,7 @@ from afternoon import tracking
 from afternoon.errors import WorkerFailed
 from afternoon.fileio import read_json, write_text_atomic
 from afternoon.npz import load_npz
+from afternoon.search.jobs import LAUNCHER_VARIABLE
 from afternoon.search.oracles import make_oracle
 from afternoon.search.results import write_results
 from afternoon.search.state import (
@@ -96,15 +101,25 @@ def finished(oracle, servicer) -> bool:
     return servicer.stop_triggered and exit_chief(oracle)
 
 
-def start_workers(argv: list[str], count: int) -> list[subprocess.Popen]:
-    """``count`` local worker processes (the same stage command, KERASTUNER_TUNER_ID
-    tuner0..), each told to stop (SIGTERM) when the chief dies; they find the chief in
-    ``chief.json``."""
-    workers = []
+LAUNCHED = "AFTERNOON_SEARCH_LAUNCHED"  # set for workers a launcher starts: tuner<its rank>
+RANKS = ("SLURM_PROCID", "OMPI_COMM_WORLD_RANK", "PMI_RANK")  # a launched task's rank
+
+
+def start_workers(argv: list[str], count: int, launcher: str) -> dict[str, subprocess.Popen]:
+    """The workers (the same stage command), by name, each told to stop (SIGTERM) when the chief
+    dies; they find the chief in ``chief.json``. ``launcher`` ('' : ``count`` local processes,
+    KERASTUNER_TUNER_ID tuner0..) starts them all as one process, e.g. ``srun ... -n N``."""
+    command = [sys.executable, "-m", "afternoon.cli", *argv]
+    if launcher:
+        env = dict(os.environ, **{LAUNCHED: "1"})
+        started = subprocess.Popen([*shlex.split(launcher), *command], env=env,
+                                   preexec_fn=_die_with_parent)  # fmt: skip
+        return {f"workers ({launcher})": started}
+    workers = {}
     for index in range(count):
         env = dict(os.environ, KERASTUNER_TUNER_ID=f"tuner{index}")
-        command = [sys.executable, "-m", "afternoon.cli", *argv]
-        workers.append(subprocess.Popen(command, env=env, preexec_fn=_die_with_parent))
+        workers[f"worker tuner{index}"] = subprocess.Popen(command, env=env,
+                                                           preexec_fn=_die_with_parent)  # fmt: skip
     return workers
 
 
@@ -115,28 +130,29 @@ def _die_with_parent() -> None:
     libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
-def wait(oracle, servicer, workers: list[subprocess.Popen]) -> None:
+def wait(oracle, servicer, workers: dict[str, subprocess.Popen]) -> None:
     """Until the search is done; a worker that fails stops the search (the next run resumes)."""
     while not finished(oracle, servicer):
-        for index, worker in enumerate(workers):
+        for name, worker in workers.items():
             code = worker.poll()
             if code not in (None, 0):
-                raise WorkerFailed(f"worker tuner{index} exited with status {code}; run again "
-                                   "to resume the search")  # fmt: skip
-        if workers and all(w.poll() == 0 for w in workers) and not oracle.ongoing_trials:
+                raise WorkerFailed(f"{name} exited with status {code}; run again to resume the "
+                                   "search")  # fmt: skip
+        done = all(w.poll() == 0 for w in workers.values())
+        if workers and done and not oracle.ongoing_trials:
             break
         time.sleep(0.5)
-    for worker in workers:
+    for worker in workers.values():
         worker.wait()
 
 
-def stop_workers(workers: list[subprocess.Popen], grace_s: float = 30) -> None:
+def stop_workers(workers: dict[str, subprocess.Popen], grace_s: float = 30) -> None:
     """SIGTERM to the workers still running (they keep their checkpoints), then SIGKILL."""
-    for worker in workers:
+    for worker in workers.values():
         if worker.poll() is None:
             worker.terminate()
     deadline = time.monotonic() + grace_s
-    for worker in workers:
+    for worker in workers.values():
         try:
             worker.wait(max(0.1, deadline - time.monotonic()))
         except subprocess.TimeoutExpired:
@@ -144,30 +160,31 @@ def stop_workers(workers: list[subprocess.Popen], grace_s: float = 30) -> None:
 
 
 def role() -> tuple[str, str | None]:
-    """("chief", None) or ("worker", tuner id), from Keras Tuner's or Slurm's variables."""
+    """("chief", None) or ("worker", tuner id): from KERASTUNER_TUNER_ID (a local worker), or
+    the task's rank (a worker a launcher started); else this is the chief."""
     tuner_id = os.environ.get("KERASTUNER_TUNER_ID")
     if tuner_id:
         return ("chief", None) if "chief" in tuner_id else ("worker", tuner_id)
-    if _under_slurm():
-        rank = int(os.environ.get("SLURM_PROCID", "0"))
-        return ("chief", None) if rank == 0 else ("worker", f"tuner{rank - 1}")
+    if os.environ.get(LAUNCHED):
+        rank = next((os.environ[name] for name in RANKS if name in os.environ), None)
+        if rank is None:
+            raise WorkerFailed(f"a launched worker has no rank ({', '.join(RANKS)} unset)")
+        return "worker", f"tuner{int(rank)}"
     return "chief", None
 
 
-def _chief_host() -> str:
-    """127.0.0.1 on a workstation; under Slurm, this node's address (workers on other nodes)."""
-    if _under_slurm():
+def _chief_host(launched: bool) -> str:
+    """127.0.0.1 for local workers; for launched ones this node's address (they may run on other
+    nodes)."""
+    if launched:
         return socket.gethostbyname(os.environ.get("SLURMD_NODENAME") or socket.gethostname())
     return "127.0.0.1"
 
 
-def _under_slurm() -> bool:
-    return int(os.environ.get("SLURM_NTASKS", "1")) > 1
-
-
 def _pin_gpu(tuner_id: str) -> None:
-    """Under Slurm the chief uses no GPU, and worker i one of the job's GPUs on its node (i mod
-    their number) instead of all of them (TensorFlow would take every visible GPU's memory)."""
+    """Where a launcher starts the workers, the chief uses no GPU, and worker i one of the
+    GPUs of its node (i mod their number) instead of all of them (TensorFlow would take every
+    visible GPU's memory)."""
     visible = [d for d in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if d]
     if tuner_id == "chief":
         os.environ["CUDA_VISIBLE_DEVICES"] = ""
@@ -178,8 +195,6 @@ def _pin_gpu(tuner_id: str) -> None:
 def run_chief(job: dict, args: argparse.Namespace, argv: list[str]) -> dict:
     """Serve the search's oracle until it is done (local workers: ``argv`` again), then write
     its results (``results.write_results``); returns the summary."""
-    if _under_slurm():
-        _pin_gpu("chief")
     state_dir = Path(args.state)
     state = prepare_state(state_dir, tracking.config_hash(job))
     marker = read_json(args.tracking)
@@ -196,12 +211,13 @@ def run_chief(job: dict, args: argparse.Namespace, argv: list[str]) -> dict:
         state["parent_run_id"] = parent.run_id
         save_state(state_dir, state)
     oracle = load_oracle(make_oracle(job), state_dir)
-    host = _chief_host()
-    # Local workers are started before the gRPC server: forking a process with gRPC's threads
+    launcher = os.environ.get(LAUNCHER_VARIABLE, "")
+    host = _chief_host(bool(launcher))
+    # The workers are started before the gRPC server: forking a process with gRPC's threads
     # running can abort the child. They wait for chief.json, written once the oracle is served.
-    workers = []
-    if not _under_slurm():
-        workers = start_workers(argv, args.workers)
+    workers = start_workers(argv, args.workers, launcher)
+    if launcher:
+        _pin_gpu("chief")  # (after starting the workers, who keep the job's GPUs)
     server = None
     try:
         server, servicer, port = serve(oracle, host)
@@ -219,7 +235,7 @@ def run_chief(job: dict, args: argparse.Namespace, argv: list[str]) -> dict:
 
 def run_worker(job: dict, args: argparse.Namespace, tuner_id: str) -> None:
     """Run the trials the chief hands out (``trials.run_one_trial``) until it says stop."""
-    if _under_slurm():
+    if os.environ.get(LAUNCHED):
         _pin_gpu(tuner_id)
     state_dir = Path(args.state)
     chief = wait_for_chief(state_dir)
@@ -238,7 +254,5 @@ def run_worker(job: dict, args: argparse.Namespace, tuner_id: str) -> None:
 
 
 def _worker_threads(args) -> int:
-    """A worker's cores: its Slurm task's, or an equal share of the job's on a workstation."""
-    if _under_slurm() and os.environ.get("SLURM_CPUS_PER_TASK"):
-        return int(os.environ["SLURM_CPUS_PER_TASK"])
+    """A worker's cores: an equal share of the job's (training.threads)."""
     return max(1, args.threads // max(1, args.workers))

@@ -13,6 +13,7 @@ import copy
 import re
 
 from afternoon.checks import check_input_fits
+from afternoon.defaults import defaults_for, fill
 from afternoon.errors import ConfigError
 from afternoon.registry import dataset_entry, dataset_names
 from afternoon.search.reference import check_reference
@@ -194,24 +195,29 @@ def validate_search(name: str, search, zoo: dict) -> None:
         _fail(name, "space", "must be a non-empty mapping of hyperparameters")
     for dataset in datasets:
         arch = architecture_for(zoo, base, dataset)
-        optimizers = (space.get("optimizer.name") or {}).get("choice") or [
-            arch["optimizer"]["name"]
-        ]
+        optimizers = searched_optimizers(search, arch)
         if bad := [o for o in optimizers if o not in OPTIMIZER_KEYS]:
             _fail(name, "space.optimizer.name", f"unknown optimizer {bad[0]!r} (known: adam, sgd)")
+        defaults = defaults_for(arch, True, optimizers)  # either early-stopping monitor is valid
         for path, spec in space.items():
             _check_path(name, path, base, arch, optimizers)
             for value in _check_hyperparameter(name, path, spec):
-                _check_value_fits(name, path, value, arch, dataset)
+                _check_value_fits(name, path, value, arch, dataset, defaults)
     if "reference" in search:
         check_reference(name, search["reference"], space, objective_name(name, search)[0])
 
 
-def _check_value_fits(name: str, path: str, value, arch: dict, dataset: str) -> None:
-    """The architecture with ``path`` = ``value`` is valid and fits the dataset's images."""
-    trial = copy.deepcopy(arch)
-    set_field(trial, path, value)
-    _drop_foreign_optimizer_keys(trial)
+def searched_optimizers(search: dict, arch: dict) -> list:
+    """The optimizers a search's trials may use: its space's choice, else the base's."""
+    return (search["space"].get("optimizer.name") or {}).get("choice") or [
+        arch["optimizer"]["name"]
+    ]
+
+
+def _check_value_fits(name: str, path: str, value, arch: dict, dataset: str, defaults) -> None:
+    """The trial with ``path`` = ``value`` (defaults filled in) is valid and fits the dataset's
+    images."""
+    trial = trial_architecture(arch, {path: value}, defaults)
     entry = dataset_entry(dataset)
     try:
         validate_architecture(name, trial)
@@ -249,11 +255,13 @@ def objective_name(name: str, search: dict) -> tuple[str, str]:
     return objective, OBJECTIVES[objective]
 
 
-def trial_architecture(base_arch: dict, values: dict) -> dict:
-    """The base architecture (a zoo entry, dataset overrides applied) with a trial's values."""
+def trial_architecture(base_arch: dict, values: dict, defaults: dict) -> dict:
+    """The base architecture (a zoo entry, dataset overrides applied) with a trial's values (its
+    epochs: Hyperband's tuner/epochs, else the base's), then ``defaults`` (its job's) filled in."""
     arch = copy.deepcopy(base_arch)
     for path, value in values.items():
         if not path.startswith("tuner/"):
             set_field(arch, path, value)
     _drop_foreign_optimizer_keys(arch)
-    return arch
+    arch["epochs"] = int(values.get("tuner/epochs", arch["epochs"]))
+    return fill(arch, defaults)

@@ -3,22 +3,26 @@ rerun trigger), its workers, and the dry run's checks of the selected searches."
 
 from __future__ import annotations
 
+from afternoon.config import has_validation, job_precision, scaled_epochs
+from afternoon.defaults import defaults_for
 from afternoon.errors import ConfigError
-from afternoon.search.grammar import objective_name
+from afternoon.search.grammar import objective_name, searched_optimizers
 from afternoon.zoo import architecture_for
 
 DEFAULT_WORKERS = 2
 DEFAULT_EXECUTIONS = 1  # executions_per_trial: trainings of each trial (seeds seed, seed + 1, ..)
 REPORT_ONLY = ("reference",)  # a search's keys only the report reads: editing them reruns no tune
+# What a tune job's chief starts its workers with (e.g. `srun ... -n N`), set before its command
+# by the tune rule; unset: local processes.
+LAUNCHER_VARIABLE = "AFTERNOON_SEARCH_LAUNCHER"
 
 
 def search_job(config: dict, zoo: dict, searches: dict, name: str, dataset: str) -> dict:
     """Everything one tune job needs and nothing else (its rerun trigger): the search, its base
-    architecture on ``dataset`` (epochs scaled as the study's), seed and training settings.
-    Editing another zoo entry or search, or the search's ``REPORT_ONLY`` keys, leaves it
-    unchanged."""
-    from afternoon.config import job_precision, scaled_epochs
-
+    architecture on ``dataset`` (epochs scaled as the study's), the defaults its trials are filled
+    with (``defaults.defaults_for``: a changed default reruns the searches it changes), seed and
+    training settings. Editing another zoo entry or search, or the search's ``REPORT_ONLY`` keys,
+    leaves it unchanged."""
     search = {k: v for k, v in searches[name].items() if k not in REPORT_ONLY}
     arch = architecture_for(zoo, search["base"], dataset)
     arch["epochs"] = scaled_epochs(arch["epochs"], config["training"])
@@ -29,6 +33,7 @@ def search_job(config: dict, zoo: dict, searches: dict, name: str, dataset: str)
         "base": search["base"],
         "search": search,
         "arch": arch,
+        "defaults": defaults_for(arch, has_validation(config), searched_optimizers(search, arch)),
         "seed": search.get("seed", config["seed"]),
         "precision": job_precision(training, arch),
         "deterministic": training["deterministic"],
@@ -53,6 +58,6 @@ def check_search_jobs(config: dict, searches: dict) -> None:
             known = ", ".join(searches) or "none"
             raise ConfigError(f"config: searches.run: {name!r} is not in {file} (known: {known})")
         objective, _ = objective_name(name, searches[name])
-        if objective.startswith("val_") and config["data"]["validation_fraction"] <= 0:
+        if objective.startswith("val_") and not has_validation(config):
             raise ConfigError(f"{file}: search {name!r}, objective: {objective!r} needs a "
                               "validation split (data.validation_fraction > 0)")  # fmt: skip

@@ -51,10 +51,10 @@ log = logging.getLogger(__name__)
 
 def trial_spec(job: dict, values: dict, execution: int = 0) -> dict:
     """The training spec of one trial: the base architecture with the trial's values, the
-    epochs Hyperband gives it (tuner/epochs) or the base's, the job's settings and seed (+
-    ``execution``: executions_per_trial trains execution i with seed + i)."""
-    spec = trial_architecture(job["arch"], values)
-    spec["epochs"] = int(values.get("tuner/epochs", job["arch"]["epochs"]))
+    epochs Hyperband gives it (tuner/epochs) or the base's, the defaults the job carries, the
+    job's settings and seed (+ ``execution``: executions_per_trial trains execution i with
+    seed + i)."""
+    spec = trial_architecture(job["arch"], values, job["defaults"])
     for key in ("dataset", "precision", "deterministic"):
         spec[key] = job[key]
     spec["seed"] = job["seed"] + execution

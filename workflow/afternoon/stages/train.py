@@ -24,8 +24,9 @@ import time
 from pathlib import Path
 
 from afternoon import distributed, tracking
+from afternoon.distributed.common import weights_sha256
 from afternoon.errors import Terminated, TrainingDiverged
-from afternoon.fileio import atomic_path, read_json, sha256_file, write_json_atomic
+from afternoon.fileio import atomic_path, read_json, write_json_atomic
 from afternoon.layout import TRAIN_FILES
 from afternoon.npz import load_npz
 from afternoon.report import costs
@@ -81,6 +82,7 @@ def train_job(
             "dataset_sha256": dataset_card.get("npz_sha256", "unknown"),
             "architecture": spec["name"],
             "dataset": spec["dataset"],
+            "replicate": spec.get("replicate", 0),  # config replicates: seed + replicate
             "device": device["name"],
             "device_kind": device["kind"],
             **process.tags(),
@@ -89,7 +91,7 @@ def train_job(
     )
     for path in outputs.values():  # an unwritable results tree fails now, not after training
         Path(path).parent.mkdir(parents=True, exist_ok=True)
-    run_name = f"{spec['name']}@{spec['dataset']}"
+    run_name = tracking.run_name(spec)
     if resumed and resumed.run_id:
         opened = tracking.RunLogger.reopen(uri, resumed.run_id, offline_ok=True)
     else:
@@ -128,6 +130,7 @@ def train_job(
             f"{run_name}: {err}; {kept} in {checkpointer.directory}: run again to resume"
         ) from None
     complete = tracked_before and not run.degraded
+    tags["weights_sha256"] = summary["weights_sha256"]  # sync-tracking sets it where it is missing
     tracking.write_run_record(outputs["run"], run.run_id, uri, marker["experiment"],
                               params=spec, tags=tags, complete=complete)  # fmt: skip
     checkpointer.clear()
@@ -146,14 +149,18 @@ def train_job(
 
 
 def _write_outputs(outputs: dict[str, Path], model, rows: list, summary: dict, run) -> None:
-    """The model, history and metrics (atomically), logged as the run's artifacts."""
+    """The model, history and metrics (atomically), logged as the run's artifacts. The
+    metrics hold ``weights_sha256``, the digest of the trained weights (not of the .keras file,
+    which records when it was saved), also the run's MLflow tag: a rerun with the same spec,
+    seed and data on the same software shows the same one."""
     import pandas as pd
 
     with atomic_path(outputs["model"]) as tmp:
         model.save(tmp)
     with atomic_path(outputs["history"]) as tmp:
         pd.DataFrame(rows).to_csv(tmp, index=False)
-    summary.update(run_id=run.run_id, model_sha256=sha256_file(outputs["model"]))
+    summary.update(run_id=run.run_id, weights_sha256=weights_sha256(model.get_weights()))
+    run.set_tags({"weights_sha256": summary["weights_sha256"]})
     run.log_metrics({k: v for k, v in summary.items() if isinstance(v, int | float)})
     for name in ("model", "history"):
         run.log_artifact(outputs[name])

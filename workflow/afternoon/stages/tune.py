@@ -1,10 +1,11 @@
 """Stage tune: one search (``config/searches.yaml``) on one dataset, Keras Tuner's chief and its
 workers, tracked as one MLflow parent run with a child run per trial.
 
-The job's first process is the chief (``afternoon.search.chief``): it reloads or creates the
-oracle, serves it, and on a workstation starts ``--workers`` local worker processes (this same
-command with ``KERASTUNER_TUNER_ID=tuner<i>``). Under Slurm (``SLURM_NTASKS`` > 1) the job's
-tasks are the chief (task 0) and the workers (tasks 1..N). A worker runs trials
+The job's process is the chief (``afternoon.search.chief``): it reloads or creates the
+oracle, serves it, and starts ``--workers`` workers (this same command): local processes
+(``KERASTUNER_TUNER_ID=tuner<i>``), or with the launcher in ``AFTERNOON_SEARCH_LAUNCHER``
+(under Slurm ``srun ... -n N``, from the job's batch step) the N tasks of one job step,
+tuner<its rank>. A worker runs trials
 (``afternoon.search.trials``) until the oracle says stop. A stopped search (SIGTERM, SIGKILL, of the
 chief or a worker) resumes on the next run: finished trials stay, a trial that was running is
 run again from its checkpoint. Once done, the chief writes the trials table, the summary, and

@@ -10,7 +10,7 @@
 The stages use the names below; the submodules' other names are theirs.
 """
 
-from afternoon.tracking.provenance import config_hash, provenance_tags
+from afternoon.tracking.provenance import config_hash, provenance_tags, run_name
 from afternoon.tracking.records import read_run_record, record_pending, write_run_record
 from afternoon.tracking.runs import RunLogger, TrackingError, init_store
 from afternoon.tracking.uris import resolve_tracking_uri
@@ -24,5 +24,6 @@ __all__ = [
     "read_run_record",
     "record_pending",
     "resolve_tracking_uri",
+    "run_name",
     "write_run_record",
 ]

@@ -41,6 +41,15 @@ def first_line(err: BaseException) -> str:
     return redact((str(err).strip().splitlines() or [repr(err)])[0])[:300]
 
 
+def run_name(spec: dict, fallback_name: str = "", fallback_dataset: str = "") -> str:
+    """A training run's MLflow name: ``<arch>@<dataset>``, and ``#r<i>`` for replicate i > 0
+    (config replicates). ``attributes.run_name LIKE '<arch>@<dataset>%'`` selects every
+    replicate of one architecture on one dataset in the MLflow UI."""
+    name = f"{spec.get('name', fallback_name)}@{spec.get('dataset', fallback_dataset)}"
+    replicate = int(spec.get("replicate", 0))
+    return f"{name}#r{replicate}" if replicate else name
+
+
 def flatten_params(d: dict, prefix: str = "") -> dict[str, str]:
     """Nested mappings -> dotted keys; lists of mappings -> indexed keys; other values -> str."""
     out: dict[str, str] = {}

@@ -23,7 +23,13 @@ from pathlib import Path
 from afternoon.errors import DataFormatError
 from afternoon.fileio import read_json, write_json_atomic
 from afternoon.layout import EVAL_FILES, LOGGED_EVAL_FILES, TRAIN_FILES, Layout
-from afternoon.tracking.provenance import first_line, flatten_params, redact, strip_credentials
+from afternoon.tracking.provenance import (
+    first_line,
+    flatten_params,
+    redact,
+    run_name,
+    strip_credentials,
+)
 from afternoon.tracking.records import (
     logged_eval_metrics,
     pending_dir,
@@ -131,7 +137,8 @@ def _eval_dir(layout: Layout, run_dir: Path, entries: list[tuple[Path, dict]]) -
     if recorded:
         return Path(recorded[0])
     params = read_run_record(run_dir / TRAIN_FILES["run"]).get("params") or {}
-    return Path(layout.eval_dir(params.get("dataset", "-"), params.get("name", "-")))
+    replicate = params.get("replicate", 0)
+    return Path(layout.eval_dir(params.get("dataset", "-"), params.get("name", "-"), replicate))
 
 
 def sync_run(uri: str, run_dir: Path, eval_dir: Path) -> tuple[str, str]:
@@ -188,7 +195,7 @@ def _open_run(uri: str, record: dict, run_dir: Path):
             if getattr(err.__cause__, "error_code", "") != "RESOURCE_DOES_NOT_EXIST":
                 raise
     params, tags = record.get("params") or {}, record.get("tags") or {}
-    name = f"{params.get('name', run_dir.name)}@{params.get('dataset', run_dir.parent.name)}"
+    name = run_name(params, run_dir.name, run_dir.parent.name)
     return RunLogger.start(uri, record["experiment"], name, params, tags), True
 
 

@@ -81,15 +81,15 @@ def make_dataset(
 # --- Callbacks (training.callbacks: imported once TensorFlow is configured) -------------------
 
 
-def _callbacks(spec: dict, has_validation: bool, tensorboard_dir: Path | None, on_epoch):
+def _callbacks(spec: dict, tensorboard_dir: Path | None, on_epoch):
     """The job's own callbacks (the process's come first) and its early stopping, if any."""
     from afternoon.training.callbacks import EpochRecorder, ResumableEarlyStopping
-    from afternoon.zoo import early_stopping_settings
 
     stopper = None
     if spec.get("early_stopping"):
-        settings = early_stopping_settings(spec["name"], spec["early_stopping"], has_validation)
-        stopper = ResumableEarlyStopping(**settings)
+        # Every key filled in (config.job_spec); a val_ monitor only where there is a validation
+        # split (the dry run refuses one without: checks.check_jobs).
+        stopper = ResumableEarlyStopping(**spec["early_stopping"])
     callbacks = [EpochRecorder(spec, on_epoch)] + ([stopper] if stopper else [])
     if tensorboard_dir is not None:
         import tf_keras as keras
@@ -128,10 +128,8 @@ def train(
     its ``resumed`` state, if it has one.
     """
     from afternoon.training.models import build_model, count_params
-    from afternoon.zoo import architecture_of
 
     tf = configure_tensorflow(process.threads, spec["seed"], spec["deterministic"])
-    has_validation = len(data["x_val"]) > 0
     batch_size, epochs = spec["batch_size"], spec["epochs"]
     # Distributed: this worker's shard.
     x_train, y_train = process.shard(data["x_train"], data["y_train"])
@@ -141,7 +139,7 @@ def train(
     log.log(level, "%s: precision %s (%s)", spec["name"], precision, why)
     with process.scope():  # a tf.distribute strategy's variables are made in its scope
         model = build_model(
-            architecture_of(spec),
+            spec,
             data["x_train"].shape[1:],
             num_classes=int(spec["num_classes"]),
             seed=spec["seed"],
@@ -160,7 +158,7 @@ def train(
         if on_epoch:
             on_epoch(epoch, logs)
 
-    more, stopper = _callbacks(spec, has_validation, tensorboard_dir, record)
+    more, stopper = _callbacks(spec, tensorboard_dir, record)
     callbacks += more
     first_epoch = resume.epoch if resume else 0
     if resume:

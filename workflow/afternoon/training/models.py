@@ -1,12 +1,12 @@
 """Keras 2 (``tf_keras``, switched on by the package's ``__init__``) models of the architecture zoo
-(``config/zoo.yaml``); its grammar, defaults and checks are ``afternoon.zoo``'s."""
+(``config/zoo.yaml``) from a job's spec, validated and every default filled in where it is made
+(``config.job_spec``): nothing here reads the zoo or its defaults (tests/test_defaults.py)."""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
 from afternoon.errors import ConfigError
-from afternoon.zoo import layer_settings, optimizer_settings, validate_architecture
 
 if TYPE_CHECKING:
     import tensorflow as tf
@@ -15,12 +15,14 @@ _KERAS_OPTIMIZER = {"adam": "Adam", "sgd": "SGD"}
 
 
 def build_optimizer(spec: dict, schedule=None):
-    """A Keras 2 (tf_keras) Adam or SGD optimizer from a validated ``optimizer`` mapping; with
+    """A Keras 2 (tf_keras) Adam or SGD optimizer from a spec's ``optimizer`` mapping; with
     ``schedule`` (afternoon.training.schedules), its learning rate follows it (peaking at the
     spec's)."""
     import tensorflow as tf
 
-    kwargs = optimizer_settings(spec)  # defaults filled in; an unknown name is a ConfigError
+    if spec["name"] not in _KERAS_OPTIMIZER:
+        raise ConfigError(f"unknown optimizer {spec['name']!r} (known: adam, sgd)")
+    kwargs = {key: value for key, value in spec.items() if key != "name"}
     if schedule is not None:
         kwargs["learning_rate"] = schedule
     optimizer = getattr(tf.keras.optimizers, _KERAS_OPTIMIZER[spec["name"]])(**kwargs)
@@ -36,8 +38,8 @@ _KERAS_CLASS.update(dropout="Dropout", batchnorm="BatchNormalization", flatten="
 
 
 def _make_layer(tf, kind: str, spec: dict, seed: int, name: str, dtype):
-    """One Keras layer from a zoo entry; kernels and dropout masks seeded from ``seed``."""
-    kw = {k: tuple(v) if isinstance(v, list) else v for k, v in layer_settings(kind, spec).items()}
+    """One Keras layer from a spec's entry; kernels and dropout masks seeded from ``seed``."""
+    kw = {k: tuple(v) if isinstance(v, list) else v for k, v in (spec or {}).items()}
     if kind in ("dense", "conv2d"):
         kw["kernel_initializer"] = tf.keras.initializers.GlorotUniform(seed=seed)
     if kind == "dropout":  # a tf.random.Generator: its state goes into training checkpoints
@@ -67,13 +69,13 @@ def build_model(
     steps_per_epoch: int | None = None,
     steps_per_execution: int = 1,
 ) -> tf.keras.Model:
-    """A compiled Sequential for uint8 (H, W, C) images; ``arch`` (zoo entry + name) validated.
-    An ``arch`` with a ``schedule`` needs ``steps_per_epoch`` (its length in steps);
-    ``steps_per_execution``: training steps per call into TensorFlow (the same arithmetic)."""
+    """A compiled Sequential for uint8 (H, W, C) images; ``arch``: a job's spec (its layers,
+    optimizer, augmentation, schedule, epochs, name). An ``arch`` with a ``schedule`` needs
+    ``steps_per_epoch`` (its length in steps); ``steps_per_execution``: training steps per call
+    into TensorFlow (the same arithmetic)."""
     import tensorflow as tf
 
     name = arch.get("name") or "model"
-    validate_architecture(name, {k: v for k, v in arch.items() if k != "name"})
     if mixed_precision not in ("float32", "mixed_bfloat16"):
         raise ConfigError(f"mixed_precision must be float32 or mixed_bfloat16: {mixed_precision!r}")
     policy = tf.keras.mixed_precision.Policy(mixed_precision)
@@ -91,7 +93,7 @@ def build_model(
         dtype = "float32" if i == len(specs) - 1 else policy
         try:
             layer = _make_layer(tf, kind, spec, seed * 1000 + i, f"{kind}_{i}", dtype)
-        except ValueError as err:  # anything Keras refuses that afternoon.zoo let through
+        except (TypeError, ValueError) as err:  # a key or value Keras refuses
             raise ConfigError(f"{where}: {str(err).strip().splitlines()[0]}") from None
         before = model.output_shape[1:]
         try:
@@ -109,7 +111,7 @@ def build_model(
 
         if not steps_per_epoch:
             raise ConfigError(f"architecture {name!r}: a schedule needs the steps per epoch")
-        peak = optimizer_settings(arch["optimizer"])["learning_rate"]
+        peak = arch["optimizer"]["learning_rate"]
         schedule = schedule_of(arch["schedule"], peak, arch["epochs"], steps_per_epoch)
     optimizer = build_optimizer(arch["optimizer"], schedule)
     model.compile(

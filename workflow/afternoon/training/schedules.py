@@ -1,11 +1,12 @@
-"""Learning-rate schedules of a zoo entry's ``schedule`` (defaults: ``afternoon.zoo``), per step.
+"""Learning-rate schedules of a job spec's ``schedule`` (its defaults filled in), per step.
 
 Both rise linearly to the optimizer's ``learning_rate`` (the peak) over a warm-up, then fall
 along a half cosine to ``final_lr_fraction`` of the peak at the last step:
 
 - cosine:    warm-up from near 0 over ``warmup_epochs`` (Goyal et al.'s gradual warm-up for large
              batches; 0: none), then the cosine decay (Loshchilov and Hutter, without restarts);
-- one_cycle: Smith's one cycle: from peak / 25 over ``warmup_epochs`` (default 30 % of the run).
+- one_cycle: Smith's one cycle: from peak / 25 over ``warmup_epochs`` (by default 30 % of the
+             run: ``afternoon.defaults``).
 
 The step is the optimizer's ``iterations``, saved in every checkpoint: a resumed job goes on
 along the same curve. Registered with Keras, so a saved model (its optimizer) loads anywhere
@@ -18,10 +19,7 @@ import math
 
 import tensorflow as tf
 
-from afternoon.zoo import SCHEDULE_DEFAULTS
-
 ONE_CYCLE_START = 1 / 25  # Smith's div_factor: the one cycle starts at peak / 25
-ONE_CYCLE_WARMUP = 0.3  # of the epochs, when warmup_epochs is not given
 
 
 @tf.keras.saving.register_keras_serializable(package="afternoon")
@@ -57,18 +55,14 @@ class WarmupCosine(tf.keras.optimizers.schedules.LearningRateSchedule):
 
 
 def schedule_of(spec: dict, peak: float, epochs: int, steps_per_epoch: int) -> WarmupCosine:
-    """The schedule of a validated ``schedule`` mapping for a run of ``epochs`` epochs."""
-    settings = {**SCHEDULE_DEFAULTS[spec["name"]], **spec}
-    one_cycle = settings["name"] == "one_cycle"
-    warmup_epochs = settings["warmup_epochs"]
-    if warmup_epochs is None:
-        warmup_epochs = ONE_CYCLE_WARMUP * epochs
+    """The schedule of a spec's ``schedule`` mapping (name, warmup_epochs, final_lr_fraction)
+    for a run of ``epochs`` epochs."""
     return WarmupCosine(
         peak=float(peak),
         total_steps=int(epochs * steps_per_epoch),
-        warmup_steps=int(round(min(warmup_epochs, epochs) * steps_per_epoch)),
-        start_fraction=ONE_CYCLE_START if one_cycle else 0.0,
-        final_fraction=float(settings["final_lr_fraction"]),
+        warmup_steps=int(round(min(spec["warmup_epochs"], epochs) * steps_per_epoch)),
+        start_fraction=ONE_CYCLE_START if spec["name"] == "one_cycle" else 0.0,
+        final_fraction=float(spec["final_lr_fraction"]),
     )
 
 
