@@ -3,8 +3,8 @@
 The helpers behind them live in tests/helpers/ (see its __init__ for an index).
 
     small_study        the small study (digits, fc64 + cnn1, 2 epochs) run once per session
-    search_study       a study with two finished searches (helpers.search.run_search_study:
-                       digits_tiny's Hyperband and a grid with a reference), once per session
+    search_study       a study with the digits_tiny search finished (Hyperband, 6 trials;
+                       helpers.search.run_search_study), once per session
     digits             the digits dataset preprocessed once per session: {"npz", "card"}
                        (a module's own `digits` fixture may ask for it and add to it)
     postgres           a private PostgreSQL cluster on 127.0.0.1 per session (helpers.postgres)
@@ -40,9 +40,9 @@ def small_study(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def search_study(tmp_path_factory):
-    """A finished study with two searches on digits (helpers.search): digits_tiny (Hyperband, 6
-    trials, 2 workers) and digits_grid (the hparams tutorial's grid, 8 trials, scored on the test
-    set, with a reference). Shared: a test that edits it works on a copy."""
+    """A finished study with the digits_tiny search (Hyperband, 6 trials, 2 workers: see
+    helpers.search). Shared by test_search and test_browser: a test that edits it works on a
+    copy."""
     return run_search_study(tmp_path_factory.mktemp("search-study"))
 
 

@@ -1,8 +1,7 @@
 """A Hyperband search on digits with 2 local worker processes, through Snakemake: the trials
 Hyperband's bracket arithmetic predicts, continuations resumed from their parents' checkpoints,
 one MLflow parent run with a child per trial, the best trial as a zoo entry retrained, evaluated
-and reported; editing reruns exactly what it should. Beside it in the same study, a grid search
-scored on the test set, reported beside its reference numbers."""
+and reported; editing reruns exactly what it should."""
 
 from __future__ import annotations
 
@@ -14,10 +13,10 @@ import pytest
 import yaml
 
 from helpers.runners import run_snakemake
-from helpers.search import DIGITS_GRID, GRID, search_dir, search_runs, summary
 from helpers.search import TINY as SEARCH  # Hyperband, max_epochs 3, factor 3, 2 workers
+from helpers.search import search_dir, search_runs, summary
 
-# search_study (tests/conftest.py): digits_tiny and the grid GRID, finished.
+# search_study (tests/conftest.py): the study with digits_tiny finished.
 
 
 def trials_of(workdir) -> pd.DataFrame:
@@ -193,38 +192,3 @@ def test_the_hparams_dashboard_holds_every_trial_as_tensorboard_reads_it(search_
         (scalar,) = events.Tensors(run, "val_accuracy")
         assert scalar.step == trial["epochs"]
         assert float(scalar.tensor_proto.float_val[0]) == pytest.approx(trial["objective"])
-
-
-def test_a_grid_scored_on_the_test_set_is_reported_beside_its_reference(search_study):
-    """The hparams tutorial's grid on digits: every combination once, each trial's objective its
-    model's test accuracy (the best one, retrained alike, evaluates to the same), and the
-    report's table of ours beside the reference."""
-    trials = pd.read_csv(search_dir(search_study, GRID) / "trials.csv", dtype={"trial_id": str})
-    space = list(DIGITS_GRID["space"])
-    assert len(trials) == 8 and set(trials["status"]) == {"COMPLETED"}
-    assert len(trials[space].drop_duplicates()) == 8
-    done = summary(search_study, GRID)
-    evaluation = yaml.safe_load(
-        (search_dir(search_study, GRID) / "best-eval/metrics.json").read_text()
-    )
-    assert evaluation["test_accuracy"] == pytest.approx(done["best_value"], abs=1e-6)
-    _, _, children = search_runs(search_study, GRID)
-    for run in children:
-        metrics = run.data.metrics
-        assert metrics["test_accuracy"] == metrics["objective_test_accuracy"]
-    html = (search_study / "results/report/index.html").read_text()
-    table = re.search(rf'<table class="scores search-reference" data-search="{GRID}@digits">'
-                      r"(.*?)</table>", html, re.S).group(1)  # fmt: skip
-    rows = re.findall(r"<tr><td>(.*?)</td><td>(.*?)</td><td>(.*?)</td><td>(.*?)</td></tr>", table)
-    assert len(rows) == 2
-    for (values, ours, theirs, difference), entry in zip(
-        rows, DIGITS_GRID["reference"], strict=True
-    ):
-        assert values == ", ".join(f"{k} {v}" for k, v in entry["values"].items())
-        match = trials
-        for path, value in entry["values"].items():
-            match = match[match[path] == value]
-        (objective,) = match["objective"]
-        assert (ours, theirs) == (f"{objective:.4f}", f"{entry['test_accuracy']:.4f}")
-        assert difference == f"{objective - entry['test_accuracy']:+.4f}"
-    assert f"make tensorboard SEARCH={GRID}/digits" in html

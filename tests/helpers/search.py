@@ -2,7 +2,7 @@
 
 write_search_study(workdir, run=["digits_tiny"])          the repo's searches, one selected
 write_search_study(workdir, searches={...}, run=[...])    searches of the test's own
-run_search_study(workdir)       the `search_study` fixture's: digits_tiny and GRID (DIGITS_GRID)
+run_search_study(workdir)                                 the `search_study` fixture's: digits_tiny
 search_runs(workdir, "search-study")                      (parent run, child runs) in MLflow
 tune_process(workdir, "tuner0")                           a running tune job's worker (None: chief)
 """
@@ -22,26 +22,6 @@ from helpers.study import write_study
 
 STUDY = "search-study"
 TINY = "digits_tiny"  # config/searches.yaml: Hyperband, max_epochs 3, factor 3, 2 workers
-GRID = "digits_grid"
-DIGITS_GRID = {  # hparams_grid's grid (the hparams tutorial's model) on digits, with a reference
-    "description": "the hparams tutorial's grid on digits, scored on the test set",
-    "base": "hparams_tutorial",
-    "datasets": ["digits"],
-    "objective": "test_accuracy",
-    "workers": 2,
-    "algorithm": {"grid": {}},
-    "space": {
-        "layers[1].dense.units": {"choice": [16, 32]},
-        "layers[2].dropout.rate": {"choice": [0.1, 0.2]},
-        "optimizer.name": {"choice": ["adam", "sgd"]},
-    },
-    "reference": [
-        {"values": {"layers[1].dense.units": 16, "layers[2].dropout.rate": 0.1,
-                    "optimizer.name": "adam"}, "test_accuracy": 0.5},
-        {"values": {"layers[1].dense.units": 32, "layers[2].dropout.rate": 0.2,
-                    "optimizer.name": "sgd"}, "test_accuracy": 0.25},
-    ],
-}  # fmt: skip
 
 
 def write_search_study(workdir: Path, run: list[str], searches: dict | None = None,
@@ -62,12 +42,9 @@ def write_search_study(workdir: Path, run: list[str], searches: dict | None = No
 
 
 def run_search_study(workdir: Path) -> Path:
-    """A small study (digits, fc64) with two searches, run to the end on 2 cores: the repo's
-    digits_tiny (Hyperband) and DIGITS_GRID (a grid, objective test_accuracy, a reference)."""
-    searches = yaml.safe_load((REPO / "config/searches.yaml").read_text())
-    write_search_study(
-        workdir, run=[TINY, GRID], searches={TINY: searches[TINY], GRID: DIGITS_GRID}
-    )
+    """The repo's digits_tiny search (Hyperband, 6 trials, 2 workers) in a small study (digits,
+    fc64), run to the end on 2 cores: the ``search_study`` fixture's."""
+    write_search_study(workdir, run=[TINY])
     run_snakemake(workdir, "--cores", "2")
     return workdir
 
