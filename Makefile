@@ -92,10 +92,22 @@ mlflow-ui: $(STAMP)
 
 # TensorBoard over every run of the study (each run's tensorboard/ folder: scalars, graph, weight
 # histograms), on the loopback interface only. TENSORBOARD_LOGDIR: another study's runs folder.
+# SEARCH=<search>/<dataset>: that search's HParams dashboard instead (its tensorboard/ folder:
+# TensorBoard shows one experiment per log directory).
 TENSORBOARD_PORT ?= 6006
+# (This checkout's package on PYTHONPATH: `make -f <checkout>/Makefile` from a study's folder too.)
+PACKAGE_DIR := $(abspath $(dir $(lastword $(MAKEFILE_LIST))))/workflow
+ifdef SEARCH
+TENSORBOARD_LOGDIR ?= $(shell PYTHONPATH=$(PACKAGE_DIR) $(BIN)/python -c "from afternoon.layout import Layout; s, d = '$(SEARCH)/'.split('/')[:2]; print(Layout().search_outputs(s, d)['tensorboard'])" 2>/dev/null)
+TENSORBOARD_WHAT = search $(SEARCH): its HParams dashboard is the HPARAMS tab; logs
+else
 TENSORBOARD_LOGDIR ?= $(shell $(BIN)/python -c "from afternoon.layout import Layout; print(Layout().runs_root())" 2>/dev/null)
+TENSORBOARD_WHAT = runs
+endif
 tensorboard: $(STAMP)
-	@echo "TensorBoard: http://127.0.0.1:$(TENSORBOARD_PORT)/ (runs under $(TENSORBOARD_LOGDIR))"
+	@case "$(SEARCH)" in ""|?*/?*) ;; *) echo "make tensorboard: SEARCH must be <search>/<dataset>, got '$(SEARCH)'" >&2; exit 2;; esac
+	@test -z "$(SEARCH)" || test -d "$(TENSORBOARD_LOGDIR)" || { echo "make tensorboard: no $(TENSORBOARD_LOGDIR): run the search first (config searches.run)" >&2; exit 1; }
+	@echo "TensorBoard: http://127.0.0.1:$(TENSORBOARD_PORT)/ ($(TENSORBOARD_WHAT) under $(TENSORBOARD_LOGDIR))"
 	$(BIN)/tensorboard --host 127.0.0.1 --port $(TENSORBOARD_PORT) --logdir $(TENSORBOARD_LOGDIR)
 
 clean-results:

@@ -3,6 +3,8 @@
 The helpers behind them live in tests/helpers/ (see its __init__ for an index).
 
     small_study        the small study (digits, fc64 + cnn1, 2 epochs) run once per session
+    search_study       a study with the digits_tiny search finished (Hyperband, 6 trials;
+                       helpers.search.run_search_study), once per session
     digits             the digits dataset preprocessed once per session: {"npz", "card"}
                        (a module's own `digits` fixture may ask for it and add to it)
     postgres           a private PostgreSQL cluster on 127.0.0.1 per session (helpers.postgres)
@@ -22,6 +24,7 @@ from helpers import components  # noqa: E402
 from helpers.env import callers_mlflow_variables  # noqa: E402
 from helpers.paths import REPO, SHARED_DATA, WORKFLOW  # noqa: E402, F401 (`from conftest import REPO`)
 from helpers.runners import run_cli  # noqa: E402
+from helpers.search import run_search_study  # noqa: E402
 from helpers.study import run_small_study  # noqa: E402
 
 if str(WORKFLOW) not in sys.path:
@@ -33,6 +36,14 @@ def small_study(tmp_path_factory):
     """The small shared study's working directory, finished (helpers.study). Shared by every
     module that asks: a test that edits its files puts them back."""
     return run_small_study(tmp_path_factory.mktemp("small-study"))
+
+
+@pytest.fixture(scope="session")
+def search_study(tmp_path_factory):
+    """A finished study with the digits_tiny search (Hyperband, 6 trials, 2 workers: see
+    helpers.search). Shared by test_search and test_browser: a test that edits it works on a
+    copy."""
+    return run_search_study(tmp_path_factory.mktemp("search-study"))
 
 
 @pytest.fixture(scope="session")

@@ -1,17 +1,21 @@
-"""In a real browser (headless Chromium): the MLflow UI shows the small study's runs, and the
-report page renders every architecture's row and every image. CI installs Debian's chromium and
-chromium-driver; without them these tests are skipped, saying so (under CI=true: they fail)."""
+"""In a real browser (headless Chromium): the MLflow UI shows the small study's runs, the
+report page renders every architecture's row and every image, and TensorBoard's HPARAMS tab
+(`make tensorboard SEARCH=...`) lists every trial of a finished search. CI installs Debian's
+chromium and chromium-driver; without them these tests are skipped, saying so (under CI=true:
+they fail)."""
 
 import json
 import time
 import urllib.request
 
+import pandas as pd
 import pytest
 
 from afternoon.tracking.uris import RUNS_TABLE_QUERY, study_ui_url
 from helpers.browser import chromium, screenshot
 from helpers.components import needs_browser
-from helpers.services import mlflow_server, search_runs, wait_for
+from helpers.search import TINY, search_dir
+from helpers.services import make_tensorboard, mlflow_server, search_runs, wait_for
 
 pytestmark = [pytest.mark.browser, needs_browser]
 RUN_NAMES = ["cnn1@digits", "fc64@digits"]
@@ -71,3 +75,47 @@ def test_report_page_renders_every_row_and_image(small_study, tmp_path):
         # three figures (learning curves, overfitting, accuracy against cost), two images per run
         assert loaded == 3 + 2 * len(rows)
         assert screenshot(driver, tmp_path / "report.png").stat().st_size > 10_000
+
+
+# The text of every cell of TensorBoard's HParams table view (a vaadin-grid inside the hparams
+# plugin's shadow roots), in row order.
+HPARAMS_CELLS = """
+const out = [];
+(function walk(root) {
+  for (const el of root.querySelectorAll('*')) {
+    if (el.tagName === 'VAADIN-GRID-CELL-CONTENT') out.push(el.textContent.trim());
+    if (el.shadowRoot) walk(el.shadowRoot);
+  }
+})(document);
+return out;
+"""
+
+
+def test_tensorboard_hparams_tab_lists_every_trial_of_a_search(search_study, tmp_path):
+    """`make tensorboard SEARCH=digits_tiny/digits`, typed in the study's folder as in a
+    checkout's: the HPARAMS tab's table view has a row per trial (Trial ID trial-<id>) with its
+    objective, as the slides show it."""
+    trials = pd.read_csv(search_dir(search_study, TINY) / "trials.csv", dtype={"trial_id": str})
+    expected = {f"trial-{t.trial_id}": f"{t.objective:.5f}" for t in trials.itertuples()}
+    log = tmp_path / "tensorboard.log"
+    with (
+        make_tensorboard(log, f"SEARCH={TINY}/digits", cwd=search_study) as base,
+        chromium() as driver,
+    ):
+        driver.get(f"{base}/#hparams")
+        cells = wait_for(
+            lambda: (c := driver.execute_script(HPARAMS_CELLS)) and set(expected) <= set(c) and c,
+            timeout=60,
+            what="every trial in TensorBoard's HParams table",
+        )
+        starts = [i for i, cell in enumerate(cells) if cell.startswith("trial-")]
+        rows = {
+            cells[i]: cells[i + 1 : j]
+            for i, j in zip(starts, [*starts[1:], len(cells)], strict=True)
+        }
+        assert set(rows) == set(expected)
+        for trial, objective in expected.items():
+            assert objective in rows[trial], (trial, rows[trial])
+        assert "val_accuracy" in cells[: starts[0]]  # the metric's column
+        assert screenshot(driver, tmp_path / "hparams.png").stat().st_size > 10_000
+    assert f"results/search/{TINY}/digits/tensorboard" in log.read_text()

@@ -70,6 +70,21 @@ def test_ciml_cnns_have_the_decks_layers(mnist_models, name):
     assert count_params(mnist_models[name]) == CIML_PARAMS[name]
 
 
+def test_the_hparams_tutorials_model(zoo):
+    """Flatten, Dense(16, relu), Dropout(0.1), Dense(10, softmax): 784 x 16 + 16 + 16 x 10 + 10
+    parameters, compiled with Adam at Keras' default rate, batch 32 and 1 epoch (the tutorial's
+    model.fit(x_train, y_train, epochs=1))."""
+    entry = zoo["hparams_tutorial"]
+    model = build_model(named(zoo, "hparams_tutorial"), MNIST)
+    assert count_params(model) == 784 * 16 + 16 + 16 * 10 + 10 == 12730
+    kinds = [type(layer).__name__ for layer in model.layers]
+    assert kinds == ["Rescaling", "Flatten", "Dense", "Dropout", "Dense"]
+    assert model.layers[3].rate == 0.1 and model.optimizer.learning_rate.numpy() == np.float32(
+        0.001
+    )
+    assert (entry["batch_size"], entry["epochs"]) == (32, 1)
+
+
 def test_layer_keys_match_the_zoo_header():
     assert LAYER_KEYS["conv2d"]["required"] == ("filters", "kernel_size")
     assert set(LAYER_KEYS) == {"dense", "conv2d", "maxpool2d", "dropout", "batchnorm", "flatten"}

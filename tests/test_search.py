@@ -13,16 +13,10 @@ import pytest
 import yaml
 
 from helpers.runners import run_snakemake
-from helpers.search import search_dir, search_runs, summary, write_search_study
+from helpers.search import TINY as SEARCH  # Hyperband, max_epochs 3, factor 3, 2 workers
+from helpers.search import search_dir, search_runs, summary
 
-SEARCH = "digits_tiny"  # config/searches.yaml: Hyperband, max_epochs 3, factor 3, 2 workers
-
-
-@pytest.fixture(scope="module")
-def search_study(tmp_path_factory):
-    workdir = write_search_study(tmp_path_factory.mktemp("search-study"), run=[SEARCH])
-    run_snakemake(workdir, "--cores", "2")
-    return workdir
+# search_study (tests/conftest.py): the study with digits_tiny finished.
 
 
 def trials_of(workdir) -> pd.DataFrame:

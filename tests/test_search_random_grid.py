@@ -1,12 +1,15 @@
 """Random and grid searches end to end on digits, through Snakemake (Hyperband's: test_search.py):
 a random search runs its max_trials with values drawn from the space, a grid search every
 combination once; each is one MLflow parent run with a child per trial, and its best trial is
-retrained, evaluated and reported. Tiny: fc64, one epoch per trial, one worker each."""
+retrained, evaluated and reported. Tiny: fc64, one epoch per trial, one worker each. Beside them,
+the hparams tutorial's grid (config/searches.yaml's hparams_grid on digits), scored on the test
+set and reported beside reference numbers."""
 
 from __future__ import annotations
 
 import itertools
 import json
+import re
 
 import pandas as pd
 import pytest
@@ -38,10 +41,33 @@ SEARCHES = {
 }
 
 
+# The hparams tutorial's grid (hparams_grid's space) on digits, objective test_accuracy, with a
+# reference for two of its eight combinations.
+TUTORIAL, UNITS16, DROPOUT = "tutorial_grid", "layers[1].dense.units", "layers[2].dropout.rate"
+TUTORIAL_GRID = {
+    "description": "the hparams tutorial's grid on digits, scored on the test set",
+    "base": "hparams_tutorial",
+    "datasets": ["digits"],
+    "objective": "test_accuracy",
+    "workers": 1,
+    "algorithm": {"grid": {}},
+    "space": {
+        UNITS16: {"choice": [16, 32]},
+        DROPOUT: {"choice": [0.1, 0.2]},
+        "optimizer.name": {"choice": ["adam", "sgd"]},
+    },
+    "reference": [
+        {"values": {UNITS16: 16, DROPOUT: 0.1, "optimizer.name": "adam"}, "test_accuracy": 0.5},
+        {"values": {UNITS16: 32, DROPOUT: 0.2, "optimizer.name": "sgd"}, "test_accuracy": 0.25},
+    ],
+}
+
+
 @pytest.fixture(scope="module")
 def study(tmp_path_factory):
     workdir = tmp_path_factory.mktemp("search-random-grid")
-    write_search_study(workdir, run=list(SEARCHES), searches=SEARCHES, max_epochs=1)
+    searches = SEARCHES | {TUTORIAL: TUTORIAL_GRID}
+    write_search_study(workdir, run=list(searches), searches=searches, max_epochs=1)
     run_snakemake(workdir, "--cores", "2")
     return workdir
 
@@ -101,3 +127,34 @@ def test_the_best_trial_is_retrained_evaluated_and_reported(study, search):
     html = (study / "results/report/index.html").read_text()
     row = html[html.index(f'data-arch="{search}-best"') :]
     assert f"{100 * evaluation['test_accuracy']:.2f}" in row[:400]
+
+
+def test_a_grid_scored_on_the_test_set_is_reported_beside_its_reference(study):
+    """The hparams tutorial's grid on digits: every combination once, each trial's objective its
+    model's test accuracy (the best one, retrained alike, evaluates to the same), and the
+    report's table of ours beside the reference."""
+    trials = trials_of(study, TUTORIAL)
+    space = list(TUTORIAL_GRID["space"])
+    assert len(trials) == 8 and set(trials["status"]) == {"COMPLETED"}
+    assert len(trials[space].drop_duplicates()) == 8
+    done = summary(study, TUTORIAL)
+    evaluation = json.loads((search_dir(study, TUTORIAL) / "best-eval/metrics.json").read_text())
+    assert evaluation["test_accuracy"] == pytest.approx(done["best_value"], abs=1e-6)
+    _, _, children = search_runs(study, TUTORIAL)
+    for run in children:
+        assert run.data.metrics["test_accuracy"] == run.data.metrics["objective_test_accuracy"]
+    html = (study / "results/report/index.html").read_text()
+    table = re.search(rf'<table class="scores search-reference" data-search="{TUTORIAL}@digits">'
+                      r"(.*?)</table>", html, re.S).group(1)  # fmt: skip
+    rows = re.findall(r"<tr><td>(.*?)</td><td>(.*?)</td><td>(.*?)</td><td>(.*?)</td></tr>", table)
+    reference = TUTORIAL_GRID["reference"]
+    assert len(rows) == len(reference) == 2
+    for (values, ours, theirs, difference), entry in zip(rows, reference, strict=True):
+        assert values == ", ".join(f"{k} {v}" for k, v in entry["values"].items())
+        match = trials
+        for path, value in entry["values"].items():
+            match = match[match[path] == value]
+        (objective,) = match["objective"]
+        assert (ours, theirs) == (f"{objective:.4f}", f"{entry['test_accuracy']:.4f}")
+        assert difference == f"{objective - entry['test_accuracy']:+.4f}"
+    assert f"make tensorboard SEARCH={TUTORIAL}/digits" in html

@@ -14,13 +14,12 @@ from collections import Counter
 from pathlib import Path
 
 import pandas as pd
-import psutil
 
 from afternoon.search.oracles import hyperband_trials
 from helpers.env import clean_env
 from helpers.paths import REPO
 from helpers.runners import run_snakemake, snakemake_command
-from helpers.search import search_dir, search_runs, write_search_study
+from helpers.search import search_dir, search_runs, tune_process, write_search_study
 
 SEARCH = "resume_probe"
 PROBE = {  # cnn1 on digits: epochs of ~0.2 s, trials of 2 and 6 epochs
@@ -55,20 +54,6 @@ def records(workdir: Path) -> dict[str, dict]:
         record["mtime"] = path.stat().st_mtime_ns
         out[record["trial_id"]] = record
     return out
-
-
-def tune_process(workdir: Path, tuner_id: str | None) -> psutil.Process:
-    """The tune job's chief (tuner_id None) or the worker with that Keras Tuner id."""
-    for proc in psutil.process_iter(["cmdline", "cwd"]):
-        try:
-            cmd = proc.info["cmdline"] or []
-            if "afternoon.cli" not in cmd or "tune" not in cmd or proc.info["cwd"] != str(workdir):
-                continue
-            if proc.environ().get("KERASTUNER_TUNER_ID") == tuner_id:
-                return proc
-        except psutil.Error:
-            continue
-    raise AssertionError(f"no tune process {tuner_id or 'chief'} in {workdir}")
 
 
 def wait_for_no_tune_process(workdir: Path, timeout_s: float = 60) -> None:

@@ -3,26 +3,15 @@ histograms training writes (histogram_freq=1, as the seeds' callback). Started a
 starts it, on the small shared study (digits, fc64 + cnn1, 2 epochs)."""
 
 import contextlib
-import json
-import os
-import signal
 import socket
-import subprocess
 import urllib.parse
 import urllib.request
 
 import pytest
 
-from helpers.env import clean_env
-from helpers.paths import REPO
-from helpers.services import free_port, wait_for
+from helpers.services import get_json, make_tensorboard
 
 pytestmark = pytest.mark.slow
-
-
-def get_json(url: str):
-    with urllib.request.urlopen(url, timeout=5) as response:
-        return json.loads(response.read())
 
 
 def listening_addresses(port: int) -> set[str]:
@@ -45,23 +34,10 @@ def listening_addresses(port: int) -> set[str]:
 
 @pytest.fixture(scope="module")
 def tensorboard(small_study, tmp_path_factory):
-    port = free_port()
     log = tmp_path_factory.mktemp("tensorboard") / "tensorboard.log"
     runs = small_study / "results/runs"
-    # -o: the venv's install stamp counts as up to date (the suite runs inside that venv)
-    command = ["make", "-s", "-o", ".venv/.installed", "tensorboard",
-               f"TENSORBOARD_PORT={port}", f"TENSORBOARD_LOGDIR={runs}"]  # fmt: skip
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(command, cwd=REPO, env=clean_env(), stdout=out,
-                                stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
-    base = f"http://127.0.0.1:{port}"
-    try:
-        wait_for(lambda: get_json(f"{base}/data/runs"), 120, f"TensorBoard on {base} ({log})")
-        yield {"base": base, "port": port, "log": log}
-    finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(timeout=30)
+    with make_tensorboard(log, f"TENSORBOARD_LOGDIR={runs}") as base:
+        yield {"base": base, "port": int(base.rsplit(":", 1)[1]), "log": log}
 
 
 def test_every_run_of_the_study_is_listed(tensorboard):

@@ -2,7 +2,9 @@
 
 write_search_study(workdir, run=["digits_tiny"])          the repo's searches, one selected
 write_search_study(workdir, searches={...}, run=[...])    searches of the test's own
+run_search_study(workdir)                                 the `search_study` fixture's: digits_tiny
 search_runs(workdir, "search-study")                      (parent run, child runs) in MLflow
+tune_process(workdir, "tuner0")                           a running tune job's worker (None: chief)
 """
 
 from __future__ import annotations
@@ -11,12 +13,15 @@ import json
 import shutil
 from pathlib import Path
 
+import psutil
 import yaml
 
 from helpers.paths import REPO
+from helpers.runners import run_snakemake
 from helpers.study import write_study
 
 STUDY = "search-study"
+TINY = "digits_tiny"  # config/searches.yaml: Hyperband, max_epochs 3, factor 3, 2 workers
 
 
 def write_search_study(workdir: Path, run: list[str], searches: dict | None = None,
@@ -33,6 +38,14 @@ def write_search_study(workdir: Path, run: list[str], searches: dict | None = No
     config["study"] = STUDY
     config["searches"]["run"] = list(run)
     config_path.write_text(yaml.safe_dump(config, sort_keys=False))
+    return workdir
+
+
+def run_search_study(workdir: Path) -> Path:
+    """The repo's digits_tiny search (Hyperband, 6 trials, 2 workers) in a small study (digits,
+    fc64), run to the end on 2 cores: the ``search_study`` fixture's."""
+    write_search_study(workdir, run=[TINY])
+    run_snakemake(workdir, "--cores", "2")
     return workdir
 
 
@@ -57,3 +70,17 @@ def search_runs(workdir: Path, search: str, dataset: str = "digits", uri: str | 
     parent = parents[0]
     children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
     return client, parent, children
+
+
+def tune_process(workdir: Path, tuner_id: str | None) -> psutil.Process:
+    """The tune job's chief (tuner_id None) or the worker with that Keras Tuner id."""
+    for proc in psutil.process_iter(["cmdline", "cwd"]):
+        try:
+            cmd = proc.info["cmdline"] or []
+            if "afternoon.cli" not in cmd or "tune" not in cmd or proc.info["cwd"] != str(workdir):
+                continue
+            if proc.environ().get("KERASTUNER_TUNER_ID") == tuner_id:
+                return proc
+        except psutil.Error:
+            continue
+    raise AssertionError(f"no tune process {tuner_id or 'chief'} in {workdir}")

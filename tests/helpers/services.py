@@ -14,6 +14,9 @@ with mlflow_server(db, workdir) as url:     # the UI of an existing sqlite store
     ...
 
 search_runs(url, experiment_id)             # the runs, over MLflow's REST API
+
+with make_tensorboard(log, "TENSORBOARD_LOGDIR=...") as base:   # `make tensorboard ARGS`
+    get_json(f"{base}/data/runs")
 """
 
 from __future__ import annotations
@@ -150,3 +153,33 @@ def search_runs(url: str, experiment_id: str) -> list[dict]:
     )
     with urllib.request.urlopen(request, timeout=30) as response:
         return json.load(response).get("runs", [])
+
+
+def get_json(url: str):
+    with urllib.request.urlopen(url, timeout=5) as response:
+        return json.loads(response.read())
+
+
+@contextlib.contextmanager
+def make_tensorboard(log: Path, *args: str, cwd: Path | None = None, timeout: float = 120):
+    """`make tensorboard ARGS` (the repository's Makefile, from ``cwd``: the repository by
+    default, as a user runs it) on a free port, stopped on leaving (its process group); yields
+    its base URL once it answers. The venv's install stamp counts as up to date (the suite runs
+    inside that venv)."""
+    from helpers.paths import REPO
+
+    port, venv = free_port(), REPO / ".venv"
+    command = ["make", "-s", "-f", str(REPO / "Makefile"), f"VENV={venv}", "-o",
+               f"{venv}/.installed", "tensorboard", f"TENSORBOARD_PORT={port}", *args]  # fmt: skip
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(command, cwd=cwd or REPO, env=clean_env(), stdout=out,
+                                stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_for(lambda: get_json(f"{base}/data/runs") is not None, timeout,
+                 f"TensorBoard on {base} ({log})")  # fmt: skip
+        yield base
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=30)

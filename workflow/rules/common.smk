@@ -130,7 +130,8 @@ def report_paths(wildcards):
 
 def report_settings(wildcards):
     """The report's config slice only (study, tracking URI, per architecture its description and
-    the seed's accuracy per dataset): editing any of it reruns the report and nothing else."""
+    the seed's accuracy per dataset, the searches' reference numbers): editing any of it reruns
+    the report and nothing else."""
     architectures = [
         {
             "name": arch,
@@ -145,6 +146,10 @@ def report_settings(wildcards):
         "tracking_uri": config["tracking"]["uri"] or "",
         "datasets": DATASETS,
         "architectures": architectures,
+        # Each selected search's published numbers (config/searches.yaml `reference`): report only.
+        "search_references": {
+            name: SEARCHES[name]["reference"] for name in config["searches"]["run"] if "reference" in SEARCHES[name]
+        },
     }
     return json.dumps(settings, sort_keys=True)
 

@@ -1,6 +1,7 @@
 """The report's search section: per search and dataset, the best trial retrained as its own score
-row, the trials table, the objective against each hyperparameter, and Hyperband's brackets (the
-epochs each trial trained, continuations stacked on their parents' epochs).
+row, the trials table, the objective against each hyperparameter, Hyperband's brackets (the
+epochs each trial trained, continuations stacked on their parents' epochs), and ours beside the
+search's published numbers (``reference``, from the report's settings) where it has them.
 
 Read by the report stage from the files of the tune, train_search_best and evaluate_search_best
 jobs (``layout.search_report_paths``); figures are embedded as data URIs.
@@ -15,6 +16,7 @@ import pandas as pd
 from afternoon.fileio import read_json
 from afternoon.layout import TENSORBOARD_COMMAND
 from afternoon.report.plots import brackets_figure, data_uri, objective_figure
+from afternoon.search.reference import reference_rows
 
 
 def _fmt(value) -> str:
@@ -23,9 +25,10 @@ def _fmt(value) -> str:
     return f"{value:.4g}" if isinstance(value, float) else str(value)
 
 
-def search_sections(searches: list[dict]) -> list[dict]:
-    """The template's data for each search (``paths["searches"]`` of the report job)."""
-    sections = []
+def search_sections(searches: list[dict], references: dict | None = None) -> list[dict]:
+    """The template's data for each search (``paths["searches"]`` of the report job);
+    ``references``: search name -> its ``reference`` list (the report's settings)."""
+    sections, references = [], references or {}
     for paths in searches:
         summary = read_json(Path(paths["tune"]["summary"]))
         trials = pd.read_csv(paths["tune"]["trials"], dtype={"trial_id": str, "parent_trial": str})
@@ -53,8 +56,9 @@ def search_sections(searches: list[dict]) -> list[dict]:
                 columns=columns,
                 rows=[[_fmt(row[c]) for c in columns] for _, row in trials.iterrows()],
                 best_trial=summary["best_trial"],
-                tensorboard_command=f"{TENSORBOARD_COMMAND} TENSORBOARD_LOGDIR="
-                f"{paths['tune']['tensorboard']}",
+                tensorboard_command=f"{TENSORBOARD_COMMAND} SEARCH={summary['search']}/"
+                f"{summary['dataset']}",
+                reference=_reference(references.get(summary["search"]), trials, summary),
                 objective_png=data_uri(objective_figure(trials, summary["objective"], title)),
                 brackets_png=data_uri(brackets_figure(trials, f"{title}: Hyperband brackets"))
                 if hyperband
@@ -62,3 +66,15 @@ def search_sections(searches: list[dict]) -> list[dict]:
             )
         )
     return sections
+
+
+def _reference(reference: list | None, trials: pd.DataFrame, summary: dict) -> list[dict]:
+    """The search's ``reference`` beside our trials: values, ours, the reference, difference."""
+    rows = reference_rows(reference or [], trials, summary["objective"])
+    return [
+        dict(hparams=", ".join(f"{k} {v}" for k, v in row["values"].items()),
+             ours="" if row["ours"] is None else f"{row['ours']:.4f}",
+             reference=f"{row['reference']:.4f}",
+             difference="" if row["difference"] is None else f"{row['difference']:+.4f}")
+        for row in rows
+    ]  # fmt: skip

@@ -293,7 +293,7 @@ def build_report(settings: dict, paths: dict) -> dict:
         provenance=provenance(settings, study["cards"], study["tracking"]),
         devices=device_rows(long),
         tensorboard_command=TENSORBOARD_COMMAND,
-        searches=search_sections(paths.get("searches", [])),
+        searches=search_sections(paths.get("searches", []), settings.get("search_references")),
     )
     write_text_atomic(Path(outputs["html"]), render_html(context))
     return context

@@ -16,6 +16,7 @@ from afternoon.checks import check_flip, check_input_fits
 from afternoon.defaults import defaults_for, fill
 from afternoon.errors import ConfigError
 from afternoon.registry import dataset_entry, dataset_names
+from afternoon.search.reference import check_reference
 from afternoon.zoo import (
     ARCHITECTURE_PATTERN,
     LAYER_KEYS,
@@ -33,8 +34,10 @@ ALGORITHMS = {  # algorithm -> its keys and their defaults (None: required)
 KINDS = ("int", "float", "choice")
 SAMPLINGS = ("linear", "log")
 SEARCH_KEYS = ("description", "base", "datasets", "objective", "seed", "workers", "algorithm")
-SEARCH_KEYS += ("space", "recipes")
+SEARCH_KEYS += ("space", "recipes", "executions_per_trial", "reference")
+# test_*: the trial's model evaluated on the test split (as the TensorFlow hparams tutorial does).
 OBJECTIVES = {"val_accuracy": "max", "val_loss": "min", "accuracy": "max", "loss": "min"}
+OBJECTIVES.update(test_accuracy="max", test_loss="min")
 _PATH = re.compile(r"^(?:layers\[(\d+)\]\.(\w+)\.(\w+)|optimizer\.(\w+)|(batch_size))$")
 
 
@@ -182,7 +185,7 @@ def validate_search(name: str, search, zoo: dict) -> None:
                 f"unknown dataset {dataset!r} (known: {', '.join(dataset_names())})",
             )
     objective_name(name, search)
-    for key in ("seed", "workers"):
+    for key in ("seed", "workers", "executions_per_trial"):
         if key in search and not (
             _positive_int(search[key]) or (key == "seed" and search[key] == 0)
         ):
@@ -201,6 +204,8 @@ def validate_search(name: str, search, zoo: dict) -> None:
             _check_path(name, path, base, arch, optimizers)
             for value in _check_hyperparameter(name, path, spec):
                 _check_value_fits(name, path, value, arch, dataset, defaults)
+    if "reference" in search:
+        check_reference(name, search["reference"], space, objective_name(name, search)[0])
 
 
 def base_architecture(name: str, search: dict, zoo: dict, dataset: str) -> dict:

@@ -1,12 +1,14 @@
 """TensorBoard's HParams dashboard of a finished search, as the slides show it: the experiment
 (each hyperparameter of the space with its domain, the objective as its metric) at the root of
 the search's TensorBoard folder, and one session per trial in a folder of its own (the trial's
-values, its objective at the epoch it trained to, its status).
+values, its objective at the epoch it trained to, its status). With executions_per_trial N > 1
+the objective is the executions' mean (as in trials.csv), each execution's value a metric beside
+it (``objective_execution_<i>``).
 
 Written by the chief from the trials table with TensorBoard's own protos and event writer (no
 TensorFlow); a rerun replaces the folder whole. One experiment per folder: TensorBoard shows one
 experiment per log directory, so point it at one search's folder (``make tensorboard
-TENSORBOARD_LOGDIR=<that folder>``; the report names it).
+SEARCH=<search>/<dataset>``; the report names it).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from tensorboard.plugins.hparams import summary as hparams_summary
 from tensorboard.summary.writer.event_file_writer import EventFileWriter
 
 from afternoon.fileio import current_umask
+from afternoon.search.state import EXECUTION_COLUMN
 
 STATUS = {  # Keras Tuner's trial status -> the dashboard's
     "COMPLETED": api_pb2.STATUS_SUCCESS,
@@ -73,9 +76,15 @@ def write_hparams(folder: Path, summary: dict, space: dict, rows: list[dict]) ->
     """The search's dashboard in ``folder`` (replaced): ``summary`` (``results.write_results``'s:
     search, dataset, objective), ``space`` (the search's), ``rows`` (the trials table's)."""
     metric = summary["objective"]
+    executions = int(summary.get("executions_per_trial", 1))
+    metric_infos = [api_pb2.MetricInfo(name=api_pb2.MetricName(tag=metric))]
+    extra = [EXECUTION_COLUMN.format(i) for i in range(executions)] if executions > 1 else []
+    if extra:  # the objective is the executions' mean; each execution's value beside it
+        metric_infos[0].display_name = f"{metric} (mean of {executions} executions)"
+        metric_infos += [api_pb2.MetricInfo(name=api_pb2.MetricName(tag=tag)) for tag in extra]
     experiment = hparams_summary.experiment_pb(
         hparam_infos=[hparam_info(path, spec) for path, spec in space.items()],
-        metric_infos=[api_pb2.MetricInfo(name=api_pb2.MetricName(tag=metric))],
+        metric_infos=metric_infos,
         description=f"search {summary['search']} on {summary['dataset']}: {metric}",
     )
     folder = Path(folder)
@@ -87,9 +96,11 @@ def write_hparams(folder: Path, summary: dict, space: dict, rows: list[dict]) ->
         for row in rows:
             values = {path: row[path] for path in space if _known(row.get(path))}
             session = [_event(hparams_summary.session_start_pb(values, group_name=""))]
-            if _known(row.get("objective")):
-                step = int(row["epochs"]) if _known(row.get("epochs")) else 0
-                session.append(_event(_scalar(metric, float(row["objective"])), step))
+            step = int(row["epochs"]) if _known(row.get("epochs")) else 0
+            for tag in (metric, *extra):
+                column = "objective" if tag == metric else tag
+                if _known(row.get(column)):
+                    session.append(_event(_scalar(tag, float(row[column])), step))
             status = STATUS.get(row["status"], api_pb2.STATUS_UNKNOWN)
             session.append(_event(hparams_summary.session_end_pb(status)))
             _write(staging / f"trial-{row['trial_id']}", session)

@@ -9,6 +9,8 @@ from afternoon.errors import ConfigError
 from afternoon.search.grammar import base_architecture, objective_name, searched_optimizers
 
 DEFAULT_WORKERS = 2
+DEFAULT_EXECUTIONS = 1  # executions_per_trial: trainings of each trial (seeds seed, seed + 1, ..)
+REPORT_ONLY = ("reference",)  # a search's keys only the report reads: editing them reruns no tune
 # What a tune job's chief starts its workers with (e.g. `srun ... -n N`), set before its command
 # by the tune rule; unset: local processes.
 LAUNCHER_VARIABLE = "AFTERNOON_SEARCH_LAUNCHER"
@@ -18,8 +20,9 @@ def search_job(config: dict, zoo: dict, searches: dict, name: str, dataset: str)
     """Everything one tune job needs and nothing else (its rerun trigger): the search, its base
     architecture on ``dataset`` (epochs scaled as the study's), the defaults its trials are filled
     with (``defaults.defaults_for``: a changed default reruns the searches it changes), seed and
-    training settings. Editing another zoo entry or search leaves it unchanged."""
-    search = searches[name]
+    training settings. Editing another zoo entry or search, or the search's ``REPORT_ONLY`` keys,
+    leaves it unchanged."""
+    search = {k: v for k, v in searches[name].items() if k not in REPORT_ONLY}
     arch = base_architecture(name, search, zoo, dataset)  # in the search's recipe set
     arch["epochs"] = scaled_epochs(arch["epochs"], config["training"])
     training = config["training"]
@@ -38,6 +41,11 @@ def search_job(config: dict, zoo: dict, searches: dict, name: str, dataset: str)
 
 def workers_of(search: dict) -> int:
     return int(search.get("workers", DEFAULT_WORKERS))
+
+
+def executions_of(search: dict) -> int:
+    """How many times each trial is trained (Keras Tuner's executions_per_trial)."""
+    return int(search.get("executions_per_trial", DEFAULT_EXECUTIONS))
 
 
 def check_search_jobs(config: dict, searches: dict, zoo: dict | None = None) -> None:

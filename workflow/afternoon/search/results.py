@@ -14,6 +14,7 @@ from afternoon.errors import WorkerFailed
 from afternoon.fileio import write_json_atomic, write_text_atomic
 from afternoon.search.grammar import objective_name
 from afternoon.search.hparams import write_hparams
+from afternoon.search.jobs import executions_of
 from afternoon.search.oracles import hyperband_trials
 from afternoon.search.state import drop_checkpoints, trial_row
 from afternoon.search.trials import trial_spec
@@ -24,7 +25,8 @@ def write_results(job: dict, oracle, state_dir: Path, args, parent) -> dict:
     tagged, the parent run given the best value and trial."""
     import pandas as pd
 
-    rows = [trial_row(trial, state_dir) for trial in oracle.trials.values()]
+    executions = executions_of(job["search"])
+    rows = [trial_row(trial, state_dir, executions) for trial in oracle.trials.values()]
     # Keras Tuner records a continuation's bracket as the one current when it was created: a
     # continuation belongs to its parent's bracket.
     brackets = {row["trial_id"]: row for row in rows}
@@ -69,6 +71,8 @@ def write_results(job: dict, oracle, state_dir: Path, args, parent) -> dict:
         "parent_run_id": parent.run_id,
         "best_run_id": best_row["run_id"],
         "workers": args.workers,
+        "executions_per_trial": executions,
+        "seed": job["seed"],  # execution i of a trial trains with seed + i
     }
     if kind == "hyperband":
         summary["predicted_trials"] = hyperband_trials(

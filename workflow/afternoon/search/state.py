@@ -5,7 +5,14 @@ announces itself to its workers, and the trials table's columns.
     <state>/chief.json          where the oracle is served (host, port), of which Slurm job
     <state>/tuner/oracle/       Keras Tuner's oracle (oracle.json, each trial's trial.json)
     <state>/workers/oracle/     Keras Tuner's files of the workers (not reloaded)
-    <state>/trials/<id>/        a trial's trial.json (its run, epochs, objective) and checkpoint/
+    <state>/trials/<id>/        a trial's trial.json (its run, epochs, objective, and per
+                                execution its seed, value, epochs) and checkpoint/
+    <state>/trials/<id>/checkpoint-<i>/   execution i's (executions_per_trial > 1, i >= 1)
+
+A search with ``executions_per_trial: N`` trains each trial N times, execution i with the
+search's seed + i (weights, batch order, dropout); execution 0 is what a one-execution search
+trains, in ``checkpoint/``. Each execution resumes from its own checkpoint; a finished one (in
+trial.json) is not trained again.
 """
 
 from __future__ import annotations
@@ -26,13 +33,22 @@ TUNER_DIR, WORKERS_DIR, TRIALS_DIR = "tuner", "workers", "trials"
 PROJECT = "oracle"  # Keras Tuner's project name inside TUNER_DIR and WORKERS_DIR
 TRIAL_FILE, TRIAL_CHECKPOINT = "trial.json", "checkpoint"  # in trials/<id>/
 
-# trials.csv: these columns, then one per hyperparameter of the space.
+# trials.csv: these columns, then with executions_per_trial N > 1 each execution's final
+# objective value (EXECUTION_COLUMN: objective_execution_0 .. N-1; objective is their mean,
+# epochs_trained and seconds their sum), then one per hyperparameter of the space.
 TRIAL_COLUMNS = ("trial_id", "status", "objective", "bracket", "round", "epochs")
 TRIAL_COLUMNS += ("initial_epoch", "epochs_trained", "parent_trial", "seconds", "run_id")
+EXECUTION_COLUMN = "objective_execution_{}"  # also the metric of the trial's MLflow run
 
 
 def trial_dir(state_dir: Path, trial_id: str) -> Path:
     return Path(state_dir) / TRIALS_DIR / trial_id
+
+
+def execution_checkpoint(state_dir: Path, trial_id: str, index: int) -> Path:
+    """Execution ``index``'s checkpoint folder in trial ``trial_id``'s."""
+    name = TRIAL_CHECKPOINT if index == 0 else f"{TRIAL_CHECKPOINT}-{index}"
+    return trial_dir(state_dir, trial_id) / name
 
 
 def worker_file(state_dir: Path, tuner_id: str) -> Path:
@@ -66,8 +82,9 @@ def save_state(state_dir: Path, state: dict) -> None:
 
 
 def drop_checkpoints(state_dir: Path) -> None:
-    """The trials' checkpoints, once the search is done (their trial.json files stay)."""
-    for checkpoint in (state_dir / TRIALS_DIR).glob(f"*/{TRIAL_CHECKPOINT}"):
+    """The trials' checkpoints (every execution's), once the search is done (their trial.json
+    files stay)."""
+    for checkpoint in (state_dir / TRIALS_DIR).glob(f"*/{TRIAL_CHECKPOINT}*"):
         shutil.rmtree(checkpoint, ignore_errors=True)
 
 
@@ -90,8 +107,9 @@ def wait_for_chief(state_dir: Path, timeout_s: float = 600) -> dict:
     raise WorkerFailed(f"no chief announced itself in {path} within {timeout_s:.0f} s")
 
 
-def trial_row(trial, state_dir: Path) -> dict:
-    """A Keras Tuner trial as a row of trials.csv: ``TRIAL_COLUMNS``, then its values."""
+def trial_row(trial, state_dir: Path, executions: int = 1) -> dict:
+    """A Keras Tuner trial as a row of trials.csv: ``TRIAL_COLUMNS``, each execution's value
+    (``executions`` > 1), then its values."""
     values = trial.hyperparameters.values
     record_path = trial_dir(state_dir, trial.trial_id) / TRIAL_FILE
     record = read_json(record_path) if record_path.exists() else {}
@@ -106,5 +124,8 @@ def trial_row(trial, state_dir: Path) -> dict:
         "parent_trial": values.get("tuner/trial_id", ""),
     }
     row = {column: known.get(column, record.get(column)) for column in TRIAL_COLUMNS}
+    if executions > 1:
+        done = {e["index"]: e["value"] for e in record.get("executions", [])}
+        row.update({EXECUTION_COLUMN.format(i): done.get(i) for i in range(executions)})
     row.update({k: v for k, v in values.items() if not k.startswith("tuner/")})
     return row
