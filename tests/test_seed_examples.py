@@ -290,3 +290,25 @@ def test_table_b_dry_run_plans_every_row_on_fashion_mnist():
     epochs = {row: specs[name]["epochs"] for row, name in table_b().items()}
     assert epochs == {row: 30 if row == 19 else 25 if 20 <= row <= 24 else 20 for row in TABLE_B}
     assert {job["batch_size"] for job in specs.values()} == {32}
+
+
+# Rows 16 and 22 on 28x28x1 (3x3 valid convolutions, then one 2x2 pooling):
+#   row 16: conv 64 (1*9*64 + 64 = 640), conv 192 (64*9*192 + 192 = 110,784), conv 192
+#           (192*9*192 + 192 = 331,968) -> 22x22x192, pool -> 11x11x192 = 23,232;
+#           dense 256 (23,232*256 + 256 = 5,947,648), dense 10 (2,570): 6,393,610
+#   row 22: conv 64 (640), conv 192 (110,784), conv 256 (192*9*256 + 256 = 442,624), pool ->
+#           11x11x256 = 30,976; dense 512 (30,976*512 + 512 = 15,860,224), dense 10 (5,130):
+#           16,419,402
+TABLE_B_PARAMS = {
+    "fm_b01": 1_199_882,  # cnn_dropout's
+    "fm_b16": 640 + 110_784 + 331_968 + 5_947_648 + 2_570,
+    "fm_b22": 640 + 110_784 + 442_624 + 15_860_224 + 5_130,
+}
+
+
+@pytest.mark.parametrize("arch", TABLE_B_PARAMS)
+def test_table_b_rows_build_with_their_parameter_counts(arch):
+    from afternoon.training.models import build_model, count_params
+
+    model = build_model(spec(arch, "fashion_mnist"), (28, 28, 1))
+    assert count_params(model) == TABLE_B_PARAMS[arch]
