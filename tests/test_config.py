@@ -221,6 +221,7 @@ def test_overridable_keys_are_what_the_validator_allows(zoo):
     override |= {"schedule": {"name": "cosine"}, "precision": "auto", "steps_per_execution": 4}
     override["layers"] = [{"dense": {"units": 10, "activation": "softmax"}}]
     override["label_smoothing"] = 0.1
+    override["normalize"] = {"mean": 0.5, "std": 0.25}
     assert set(override) == set(OVERRIDABLE_KEYS)
     arch = {**zoo["cnn1"], "datasets": {"mnist": override}}
     validate_architecture("cnn1", arch)
@@ -252,7 +253,7 @@ def _dry_run_with_cnn1_layers_on_digits(tmp_path, config, layers):
         (
             [{"conv3d": {}}, {"dense": {"units": 10, "activation": "softmax"}}],
             "datasets.digits.layers[0]: unknown layer type 'conv3d' (known: dense, conv2d, "
-            "maxpool2d, dropout, batchnorm, flatten)",
+            "maxpool2d, dropout, batchnorm, flatten, spatial_dropout2d)",
         ),
         (
             [{"dense": {"units": 10, "activation": "relu"}}],

@@ -60,7 +60,8 @@ def test_config_precision_overrides_the_recipes():
 
 def test_a_bad_schedule_is_one_line_naming_the_key():
     arch = {**ZOO["cnn1"], "schedule": {"name": "linear"}}
-    with pytest.raises(ConfigError, match=r"'cnn1', schedule.name: must be cosine or one_cycle"):
+    message = r"'cnn1', schedule.name: must be cosine, one_cycle or step"
+    with pytest.raises(ConfigError, match=message):
         validate_architecture("cnn1", arch)
     arch["recipes"] = {"fast": {"precision": "fp16"}}
     arch.pop("schedule")

@@ -69,8 +69,8 @@ def start_and_stop(command: list[str], out_dir: Path, sig: int, after_epoch: int
     the whole process group with ``group``: an MPI launcher and its ranks).
     Returns (process, stderr)."""
     process = subprocess.Popen(
-        command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        start_new_session=group,
+        command, cwd=REPO, env=clean_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        text=True, start_new_session=group,
     )  # fmt: skip
     deadline = time.monotonic() + 600
     while saved_epoch(out_dir) < after_epoch:

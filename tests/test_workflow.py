@@ -4,6 +4,7 @@ import re
 
 from helpers.paths import REPO
 from helpers.runners import run_snakemake
+from helpers.study import write_study
 
 
 def dry_run_jobs(*args: str) -> dict[str, int]:
@@ -24,3 +25,11 @@ def test_lint_is_clean():
     result = run_snakemake(REPO, "--lint", check=False)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "Congratulations" in result.stdout + result.stderr
+
+
+def test_jobs_run_this_environment_without_an_activated_venv(tmp_path):
+    """`.venv/bin/snakemake ...` typed with no venv on PATH (the README's commands): the jobs'
+    `python -m afternoon.cli` is this environment's python, not the system's (no TensorFlow)."""
+    workdir = write_study(tmp_path, archs=["fc64"], max_epochs=1)
+    run_snakemake(workdir, "--cores", "2", env={"PATH": "/usr/bin:/bin"})
+    assert (workdir / "results/report/index.html").is_file()

@@ -30,8 +30,10 @@ def _layer_output(kind: str, spec: dict, shape: tuple) -> tuple | None:
         shape = (math.prod(shape),)
     if kind == "dense":
         return (spec["units"],)
+    if kind == "spatial_dropout2d" and len(shape) != 3:
+        return None  # whole feature maps: none on a flat output
     if kind not in ("conv2d", "maxpool2d"):
-        return shape  # dropout, batchnorm
+        return shape  # dropout, batchnorm, spatial_dropout2d
     if len(shape) != 3:
         return None  # a 2-D window on a flat (dense or flattened) output
     spec = layer_settings(kind, spec)

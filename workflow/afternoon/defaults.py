@@ -20,6 +20,9 @@ OPTIMIZER_DEFAULTS = {
     "adam": {"learning_rate": 0.001, "beta_1": 0.9, "beta_2": 0.999, "epsilon": 1e-07},
     "sgd": {"learning_rate": 0.01, "momentum": 0.0, "nesterov": False},
 }
+# Keras 2's Adadelta (rho 0.95, epsilon 1e-7; PyTorch's: rho 0.9, eps 1e-6, lr 1.0): the same
+# update, other defaults.
+OPTIMIZER_DEFAULTS["adadelta"] = {"learning_rate": 0.001, "rho": 0.95, "epsilon": 1e-07}
 LAYER_DEFAULTS = {  # dropout's rate is required; flatten has no keys
     "dense": {"activation": "linear"},
     "conv2d": {"strides": 1, "padding": "valid", "activation": "linear"},
@@ -37,6 +40,8 @@ SCHEDULE_DEFAULTS = {
     "cosine": {"warmup_epochs": 0, "final_lr_fraction": 0.0},
     "one_cycle": {"warmup_epochs": None, "warmup_fraction": 0.3, "final_lr_fraction": 0.0},
 }
+# step: the rate x gamma every `every_epochs` epochs (PyTorch's StepLR; its gamma default, 0.1).
+SCHEDULE_DEFAULTS["step"] = {"gamma": 0.1, "every_epochs": 1}
 
 
 def early_stopping_defaults(has_validation: bool) -> dict:
@@ -112,7 +117,7 @@ def fill(arch: dict, defaults: dict) -> dict:
     if "schedule" in arch:
         schedule = {**defaults["schedule"], **arch["schedule"]}
         fraction = schedule.pop("warmup_fraction", None)
-        if schedule["warmup_epochs"] is None:
+        if schedule.get("warmup_epochs", 0) is None:
             schedule["warmup_epochs"] = fraction * arch["epochs"]
         spec["schedule"] = schedule
     return spec

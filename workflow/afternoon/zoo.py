@@ -25,6 +25,11 @@ ACTIVATIONS = (
 ARCHITECTURE_PATTERN = "[A-Za-z0-9][A-Za-z0-9_.-]*"
 
 
+def one_of(names) -> str:
+    """'a, b or c'."""
+    return " or ".join(", ".join(names).rsplit(", ", 1))
+
+
 def _number(v, types=int | float):
     return isinstance(v, types) and not isinstance(v, bool)
 
@@ -63,6 +68,8 @@ LAYER_KEYS = {
     "batchnorm": {"required": (), "optional": ("momentum", "epsilon")},
     "flatten": {"required": (), "optional": ()},
 }
+# Whole feature maps dropped (Keras' SpatialDropout2D; PyTorch's Dropout2d on a 4-D tensor).
+LAYER_KEYS["spatial_dropout2d"] = {"required": ("rate",), "optional": ()}
 _LAYER_VALUES = {"units": POS_INT, "filters": POS_INT, "activation": ACTIVATION, "padding": PADDING}
 _LAYER_VALUES.update(dict.fromkeys(("kernel_size", "pool_size", "strides"), SIZE))
 _LAYER_VALUES.update(rate=FRACTION, momentum=FRACTION, epsilon=POS_NUMBER)
@@ -71,6 +78,7 @@ OPTIMIZER_KEYS = {
     "sgd": {"learning_rate": POS_NUMBER, "momentum": FRACTION, "nesterov": BOOL},
 }
 OPTIMIZER_KEYS["adam"]["epsilon"] = POS_NUMBER
+OPTIMIZER_KEYS["adadelta"] = {"learning_rate": POS_NUMBER, "rho": FRACTION, "epsilon": POS_NUMBER}
 EARLY_STOPPING_KEYS = {"monitor": MONITOR, "patience": NON_NEG_INT, "restore_best_weights": BOOL}
 EARLY_STOPPING_KEYS["min_delta"] = NON_NEGATIVE
 AUGMENTATION_KEYS = {"rotation": NON_NEGATIVE, "shift": FRACTION, "zoom": FRACTION}
@@ -87,10 +95,16 @@ REQUIRED_FIELDS = ("layers", "optimizer", "batch_size", "epochs")
 OVERRIDABLE_KEYS = ("layers", "optimizer", "batch_size", "epochs", "early_stopping")
 OVERRIDABLE_KEYS += ("augmentation", "distributed", "schedule", "precision", "steps_per_execution")
 OVERRIDABLE_KEYS += ("label_smoothing",)
+# The model's input: (x / 255 - mean) / std instead of x / 255 (PyTorch's Normalize).
+OVERRIDABLE_KEYS += ("normalize",)
+NORMALIZE_KEYS = {"mean": (_number, "a number"), "std": POS_NUMBER}
 TRAINING_KEYS = OVERRIDABLE_KEYS
 # A learning-rate schedule over the whole run (afternoon.training.schedules).
-SCHEDULE_KEYS = {"name": (lambda v: v in SCHEDULE_DEFAULTS, "cosine or one_cycle")}
+SCHEDULE_KEYS = {"name": (lambda v: v in SCHEDULE_DEFAULTS, one_of(SCHEDULE_DEFAULTS))}
 SCHEDULE_KEYS.update(warmup_epochs=NON_NEGATIVE, final_lr_fraction=FRACTION)
+# step has keys of its own: the rate x gamma every every_epochs epochs (PyTorch's StepLR).
+DECAY = (lambda v: _number(v) and 0 < v <= 1, "a number in (0, 1]")
+STEP_SCHEDULE_KEYS = {"name": SCHEDULE_KEYS["name"], "gamma": DECAY, "every_epochs": POS_INT}
 # auto: mixed_bfloat16 where the hardware computes in bf16, mixed_float16 on a GPU of compute
 # capability 7.x, else float32 (afternoon.training.precision).
 PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16", "auto")
@@ -134,10 +148,20 @@ def _check_mapping(where: str, spec, checks: dict, required=()) -> None:
 
 def _check_optimizer(where: str, spec) -> None:
     if not isinstance(spec, dict) or "name" not in spec:
-        raise _Invalid(where, f"must be a mapping with a 'name' (adam or sgd), got {spec!r}")
+        known = one_of(OPTIMIZER_KEYS)
+        raise _Invalid(where, f"must be a mapping with a 'name' ({known}), got {spec!r}")
     if (name := spec["name"]) not in OPTIMIZER_KEYS:
-        raise _Invalid(f"{where}.name", f"unknown optimizer {name!r} (known: adam, sgd)")
+        known = ", ".join(OPTIMIZER_KEYS)
+        raise _Invalid(f"{where}.name", f"unknown optimizer {name!r} (known: {known})")
     _check_mapping(where, spec, {"name": STRING, **OPTIMIZER_KEYS[name]})
+
+
+def _check_schedule(where: str, spec) -> None:
+    """cosine and one_cycle take warm-up keys, step its own: the name first, then its keys."""
+    if isinstance(spec, dict) and "name" in spec:
+        _check_value(f"{where}.name", spec["name"], SCHEDULE_KEYS["name"])
+    keys = STEP_SCHEDULE_KEYS if isinstance(spec, dict) and spec.get("name") == "step" else None
+    _check_mapping(where, spec, keys or SCHEDULE_KEYS, required=("name",))
 
 
 def _check_layers(where: str, layers) -> None:
@@ -188,12 +212,13 @@ _FIELD_CHECKS = {
     "datasets": lambda w, v: _check_per_dataset(w, v, _check_overrides),
     "distributed": lambda w, v: _check_distributed(w, v),
     "seed_gpu_seconds_per_epoch": lambda w, v: _check_value(w, v, POS_NUMBER),
-    "schedule": lambda w, v: _check_mapping(w, v, SCHEDULE_KEYS, required=("name",)),
+    "schedule": lambda w, v: _check_schedule(w, v),
     "precision": lambda w, v: _check_value(w, v, PRECISION),
     "steps_per_execution": lambda w, v: _check_value(w, v, POS_INT),
     "label_smoothing": lambda w, v: _check_value(w, v, FRACTION),
     "recipes": lambda w, v: _check_recipes(w, v),
 }
+_FIELD_CHECKS["normalize"] = lambda w, v: _check_mapping(w, v, NORMALIZE_KEYS, ("mean", "std"))
 
 
 def _check_recipes(where: str, spec) -> None:

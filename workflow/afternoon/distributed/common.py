@@ -14,6 +14,7 @@ from afternoon.errors import ConfigError, RanksDiverged
 
 # Keys the legacy (Keras 2.10-style) optimizers take from the new ones' get_config().
 _LEGACY_KEYS = ("learning_rate", "momentum", "nesterov", "beta_1", "beta_2", "epsilon", "amsgrad")
+_LEGACY_KEYS += ("rho",)  # Adadelta's
 
 
 class SingleProcess:

@@ -198,7 +198,8 @@ def validate_search(name: str, search, zoo: dict) -> None:
         arch = base_architecture(name, search, zoo, dataset)
         optimizers = searched_optimizers(search, arch)
         if bad := [o for o in optimizers if o not in OPTIMIZER_KEYS]:
-            _fail(name, "space.optimizer.name", f"unknown optimizer {bad[0]!r} (known: adam, sgd)")
+            known = ", ".join(OPTIMIZER_KEYS)
+            _fail(name, "space.optimizer.name", f"unknown optimizer {bad[0]!r} (known: {known})")
         defaults = defaults_for(arch, True, optimizers)  # either early-stopping monitor is valid
         for path, spec in space.items():
             _check_path(name, path, base, arch, optimizers)

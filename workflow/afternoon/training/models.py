@@ -12,17 +12,18 @@ from afternoon.training.precision import PRECISIONS, loss_scaled
 if TYPE_CHECKING:
     import tensorflow as tf
 
-_KERAS_OPTIMIZER = {"adam": "Adam", "sgd": "SGD"}
+_KERAS_OPTIMIZER = {"adam": "Adam", "sgd": "SGD", "adadelta": "Adadelta"}
 
 
 def build_optimizer(spec: dict, schedule=None):
-    """A Keras 2 (tf_keras) Adam or SGD optimizer from a spec's ``optimizer`` mapping; with
-    ``schedule`` (afternoon.training.schedules), its learning rate follows it (peaking at the
-    spec's)."""
+    """A Keras 2 (tf_keras) Adam, SGD or Adadelta optimizer from a spec's ``optimizer`` mapping;
+    with ``schedule`` (afternoon.training.schedules), its learning rate follows it (peaking at, or
+    for step starting from, the spec's)."""
     import tensorflow as tf
 
     if spec["name"] not in _KERAS_OPTIMIZER:
-        raise ConfigError(f"unknown optimizer {spec['name']!r} (known: adam, sgd)")
+        known = ", ".join(_KERAS_OPTIMIZER)
+        raise ConfigError(f"unknown optimizer {spec['name']!r} (known: {known})")
     kwargs = {key: value for key, value in spec.items() if key != "name"}
     if schedule is not None:
         kwargs["learning_rate"] = schedule
@@ -36,6 +37,7 @@ def build_optimizer(spec: dict, schedule=None):
 
 _KERAS_CLASS = {"dense": "Dense", "conv2d": "Conv2D", "maxpool2d": "MaxPooling2D"}
 _KERAS_CLASS.update(dropout="Dropout", batchnorm="BatchNormalization", flatten="Flatten")
+_KERAS_CLASS["spatial_dropout2d"] = "SpatialDropout2D"
 
 
 def _make_layer(tf, kind: str, spec: dict, seed: int, name: str, dtype):
@@ -43,9 +45,19 @@ def _make_layer(tf, kind: str, spec: dict, seed: int, name: str, dtype):
     kw = {k: tuple(v) if isinstance(v, list) else v for k, v in (spec or {}).items()}
     if kind in ("dense", "conv2d"):
         kw["kernel_initializer"] = tf.keras.initializers.GlorotUniform(seed=seed)
-    if kind == "dropout":  # a tf.random.Generator: its state goes into training checkpoints
+    if kind in ("dropout", "spatial_dropout2d"):  # a tf.random.Generator: its state is checkpointed
         kw.update(seed=seed, rng_type="stateful")
     return getattr(tf.keras.layers, _KERAS_CLASS[kind])(name=name, dtype=dtype, **kw)
+
+
+def _rescaling(tf, normalize: dict | None):
+    """The first layer: uint8 pixels to x / 255, or with ``normalize`` (x / 255 - mean) / std."""
+    if not normalize:
+        return tf.keras.layers.Rescaling(1 / 255, name="rescale", dtype="float32")
+    mean, std = float(normalize["mean"]), float(normalize["std"])
+    return tf.keras.layers.Rescaling(
+        1 / (255 * std), offset=-mean / std, name="rescale", dtype="float32"
+    )
 
 
 # In this order (each layer's seed is its place here: a new one goes last).
@@ -86,7 +98,7 @@ def build_model(
     policy = tf.keras.mixed_precision.Policy(mixed_precision)
     input_shape = tuple(input_shape)
     model = tf.keras.Sequential([tf.keras.Input(shape=input_shape, name="images")], name=name)
-    model.add(tf.keras.layers.Rescaling(1 / 255, name="rescale", dtype="float32"))
+    model.add(_rescaling(tf, arch.get("normalize")))
     for layer in _augmentation(tf, arch.get("augmentation") or {}, seed * 1000 + 900):
         model.add(layer)
     specs = arch["layers"]

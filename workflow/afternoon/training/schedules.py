@@ -1,12 +1,16 @@
 """Learning-rate schedules of a job spec's ``schedule`` (its defaults filled in), per step.
 
-Both rise linearly to the optimizer's ``learning_rate`` (the peak) over a warm-up, then fall
-along a half cosine to ``final_lr_fraction`` of the peak at the last step:
+cosine and one_cycle rise linearly to the optimizer's ``learning_rate`` (the peak) over a warm-up,
+then fall along a half cosine to ``final_lr_fraction`` of the peak at the last step:
 
 - cosine:    warm-up from near 0 over ``warmup_epochs`` (Goyal et al.'s gradual warm-up for large
              batches; 0: none), then the cosine decay (Loshchilov and Hutter, without restarts);
 - one_cycle: Smith's one cycle: from peak / 25 over ``warmup_epochs`` (by default 30 % of the
              run: ``afternoon.defaults``).
+
+step (PyTorch's StepLR stepped once an epoch) starts at the optimizer's ``learning_rate`` and
+multiplies it by ``gamma`` every ``every_epochs`` epochs: epoch e (from 1) trains at
+learning_rate x gamma ** ((e - 1) // every_epochs).
 
 The step is the optimizer's ``iterations``, saved in every checkpoint: a resumed job goes on
 along the same curve. Registered with Keras, so a saved model (its optimizer) loads anywhere
@@ -54,9 +58,28 @@ class WarmupCosine(tf.keras.optimizers.schedules.LearningRateSchedule):
         }
 
 
-def schedule_of(spec: dict, peak: float, epochs: int, steps_per_epoch: int) -> WarmupCosine:
-    """The schedule of a spec's ``schedule`` mapping (name, warmup_epochs, final_lr_fraction)
-    for a run of ``epochs`` epochs."""
+@tf.keras.saving.register_keras_serializable(package="afternoon")
+class StepDecay(tf.keras.optimizers.schedules.LearningRateSchedule):
+    """``initial`` x ``gamma`` ** (step // ``step_size``): a staircase, ``step_size`` steps a
+    stair."""
+
+    def __init__(self, initial, gamma, step_size):
+        self.initial, self.gamma, self.step_size = initial, gamma, step_size
+
+    def __call__(self, step):
+        stairs = tf.math.floordiv(tf.cast(step, tf.int64), int(self.step_size))
+        return self.initial * tf.pow(float(self.gamma), tf.cast(stairs, tf.float32))
+
+    def get_config(self):
+        return {"initial": self.initial, "gamma": self.gamma, "step_size": self.step_size}
+
+
+def schedule_of(spec: dict, peak: float, epochs: int, steps_per_epoch: int):
+    """The schedule of a spec's ``schedule`` mapping (name, then warmup_epochs and
+    final_lr_fraction, or step's gamma and every_epochs) for a run of ``epochs`` epochs."""
+    if spec["name"] == "step":
+        step_size = int(spec["every_epochs"]) * int(steps_per_epoch)
+        return StepDecay(initial=float(peak), gamma=float(spec["gamma"]), step_size=step_size)
     return WarmupCosine(
         peak=float(peak),
         total_steps=int(epochs * steps_per_epoch),
