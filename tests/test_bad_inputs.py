@@ -230,6 +230,7 @@ def config_runs(tmp_path_factory):
         result = dry_run(workdir, "--configfile", str(configfile), env=CONFIG_ENV.get(case))
         return case, (result, workdir, before)
 
+    tmp_path_factory.getbasetemp()  # made once here: two threads making it at once can collide
     with concurrent.futures.ThreadPoolExecutor(max_workers=2) as pool:
         return dict(pool.map(run, CONFIG_CASES))
 

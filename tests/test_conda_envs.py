@@ -56,12 +56,12 @@ def test_training_takes_the_configured_environment_and_the_rest_the_cpu_one():
     assert default["train"] == "../../envs/afternoon.yaml"
     gpu = rule_envs({"training": {"conda_env": "afternoon-gpu"}})
     assert gpu["train"] == "../../envs/afternoon-gpu.yaml"
-    # Searches train too: their trials (tune) and the best trial's retraining.
-    training = ("train", "tune", "train_search_best")
+    # Replicates and searches train too: their trials (tune) and the best trial's retraining.
+    training = ("train", "train_replicate", "tune", "train_search_best")
     assert {gpu[rule] for rule in training} == {"../../envs/afternoon-gpu.yaml"}
     others = {rule: env for rule, env in gpu.items() if rule not in training}
     assert set(others) == {"download", "preprocess", "init_tracking", "evaluate", "report",
-                           "evaluate_search_best"}  # fmt: skip
+                           "evaluate_replicate", "evaluate_search_best"}  # fmt: skip
     assert set(others.values()) == {"../../envs/afternoon.yaml"}
 
 
