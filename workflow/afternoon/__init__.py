@@ -6,6 +6,7 @@ switch must be set before TensorFlow is imported for the first time, so it lives
 """
 
 import os
+import sys
 
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
@@ -21,7 +22,11 @@ __version__ = "0.1.0"
 
 
 def export_package_path(package_dir: str) -> None:
-    """Put ``package_dir`` first on PYTHONPATH for the jobs Snakemake starts (any environment)."""
-    parts = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
-    if package_dir not in parts:
-        os.environ["PYTHONPATH"] = os.pathsep.join([package_dir, *parts])
+    """Put ``package_dir`` first on PYTHONPATH for the jobs Snakemake starts (any environment),
+    and this interpreter's ``bin`` first on PATH: jobs run ``python`` and ``mlflow`` from PATH, so
+    a command typed as ``.venv/bin/snakemake ...`` needs no activated venv (a job's conda
+    environment still goes first)."""
+    for name, first in (("PYTHONPATH", package_dir), ("PATH", os.path.dirname(sys.executable))):
+        parts = [p for p in os.environ.get(name, "").split(os.pathsep) if p]
+        if first not in parts[:1]:
+            os.environ[name] = os.pathsep.join([first, *parts])

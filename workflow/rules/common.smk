@@ -1,6 +1,5 @@
 # Shared set-up: config validation (before any job), the zoo, per-job config slices, paths.
 import json
-import os
 import shlex
 import sys
 from pathlib import Path
@@ -10,16 +9,13 @@ from snakemake.utils import validate
 
 # The logic lives in the importable package workflow/afternoon. Jobs run
 # `python -m afternoon.cli ...` in whatever environment runs them (the venv, a conda env), so the
-# package directory is exported to their PYTHONPATH as well.
+# package directory is exported to their PYTHONPATH, and this interpreter's bin to their PATH.
 PACKAGE_DIR = str(Path(workflow.basedir) / "workflow")
 sys.path.insert(0, PACKAGE_DIR)
 
 from afternoon import export_package_path
 
 export_package_path(PACKAGE_DIR)
-# Jobs run `python` and `mlflow` from PATH: this Snakemake's own environment first, so a command
-# typed as `.venv/bin/snakemake ...` needs no activated venv (a job's conda env still goes first).
-os.environ["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
 
 from afternoon.checks import check_jobs, check_profile_batches, placement, precision_notes
 from afternoon.config import (
