@@ -15,7 +15,8 @@ variants alternate, --repeats rounds, and the table gives the median and the spr
                  on, training.STEPS_PER_EXECUTION steps per call; the seed's batch, float32;
 - pipeline-b256: the same at batch 256 (the batch-size effect alone);
 - bf16:          the pipeline in mixed_bfloat16 at the seed's batch (the bf16 effect alone);
-- bf16-b256:     both (what the fast recipes run on bf16 hardware).
+- bf16-b256:     both (what the fast recipes run on bf16 hardware);
+- bf16-b128, bf16-b512: mixed_bfloat16 at batch 128 or 512 (what another fast batch would cost).
 
 Two epochs each, no validation pass; the second epoch is timed (the first includes tracing).
 --samples: an epoch over the first N training images, its time scaled to 60,000 (the per-step
@@ -125,6 +126,8 @@ VARIANTS = {
     "pipeline-b256": ("float32", 256),
     "bf16": ("mixed_bfloat16", None),
     "bf16-b256": ("mixed_bfloat16", 256),
+    "bf16-b128": ("mixed_bfloat16", 128),
+    "bf16-b512": ("mixed_bfloat16", 512),
 }
 
 

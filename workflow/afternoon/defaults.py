@@ -23,6 +23,8 @@ OPTIMIZER_DEFAULTS = {
 # Keras 2's Adadelta (rho 0.95, epsilon 1e-7; PyTorch's: rho 0.9, eps 1e-6, lr 1.0): the same
 # update, other defaults.
 OPTIMIZER_DEFAULTS["adadelta"] = {"learning_rate": 0.001, "rho": 0.95, "epsilon": 1e-07}
+# Nadam: Adam with Nesterov momentum (Keras 2's defaults are Adam's).
+OPTIMIZER_DEFAULTS["nadam"] = dict(OPTIMIZER_DEFAULTS["adam"])
 LAYER_DEFAULTS = {  # dropout's rate is required; flatten has no keys
     "dense": {"activation": "linear"},
     "conv2d": {"strides": 1, "padding": "valid", "activation": "linear"},

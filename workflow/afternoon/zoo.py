@@ -78,6 +78,7 @@ OPTIMIZER_KEYS = {
     "sgd": {"learning_rate": POS_NUMBER, "momentum": FRACTION, "nesterov": BOOL},
 }
 OPTIMIZER_KEYS["adam"]["epsilon"] = POS_NUMBER
+OPTIMIZER_KEYS["nadam"] = dict(OPTIMIZER_KEYS["adam"])  # Adam with Nesterov momentum
 OPTIMIZER_KEYS["adadelta"] = {"learning_rate": POS_NUMBER, "rho": FRACTION, "epsilon": POS_NUMBER}
 EARLY_STOPPING_KEYS = {"monitor": MONITOR, "patience": NON_NEG_INT, "restore_best_weights": BOOL}
 EARLY_STOPPING_KEYS["min_delta"] = NON_NEGATIVE

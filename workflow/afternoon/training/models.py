@@ -12,11 +12,11 @@ from afternoon.training.precision import PRECISIONS, loss_scaled
 if TYPE_CHECKING:
     import tensorflow as tf
 
-_KERAS_OPTIMIZER = {"adam": "Adam", "sgd": "SGD", "adadelta": "Adadelta"}
+_KERAS_OPTIMIZER = {"adam": "Adam", "nadam": "Nadam", "sgd": "SGD", "adadelta": "Adadelta"}
 
 
 def build_optimizer(spec: dict, schedule=None):
-    """A Keras 2 (tf_keras) Adam, SGD or Adadelta optimizer from a spec's ``optimizer`` mapping;
+    """A Keras 2 (tf_keras) Adam, Nadam, SGD or Adadelta optimizer from a spec's ``optimizer`` mapping;
     with ``schedule`` (afternoon.training.schedules), its learning rate follows it (peaking at, or
     for step starting from, the spec's)."""
     import tensorflow as tf
