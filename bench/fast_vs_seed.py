@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/fast_vs_seed.py [--dataset mnist|fashion_mnist] [--replicates N]
         [--seed-results DIR] [--precision auto|float32] [--archs fc64,...] [--seed-epochs 2]
-        [--keep DIR]
+        [--keep DIR] [--seed-study DIR] [--fast-study DIR]
 
 Studies of the pipeline (`snakemake --cores 2`, this repository's Snakefile, 2 threads per job,
 one job at a time), one after the other on this machine, on the real data: MNIST from
@@ -135,6 +135,11 @@ def parse_args():
     parser.add_argument("--keep", type=Path, help="run the studies here and keep them")
     help_seed = "take the seed side from this kept study (the seed/ folder of an earlier --keep)"
     parser.add_argument("--seed-study", type=Path, help=help_seed)
+    help_fast = (
+        "take the fast side's replicate 0 from this kept study (the fast/ folder of an "
+        "earlier --keep, same code and archs); only replicates 1.. then run"
+    )
+    parser.add_argument("--fast-study", type=Path, help=help_fast)
     parser.add_argument(
         "--table-only",
         action="store_true",
@@ -157,9 +162,14 @@ def run_studies(args, root: Path, archs: list[str]) -> None:
     fast_training = {"recipes": "fast", "precision": args.precision}
     if args.fast_max_epochs:
         fast_training["max_epochs"] = args.fast_max_epochs
-    fast_walls = [
+    fast_walls = []
+    if args.fast_study:  # replicate 0 measured before: its wall time is in its walls.json
+        shutil.copytree(args.fast_study, fast_dir(root, 0), symlinks=True)
+        kept = json.loads((args.fast_study.parent / "walls.json").read_text())["fast"]
+        fast_walls.append(kept[0] if isinstance(kept, list) else kept)
+    fast_walls += [
         run_study(fast_dir(root, i), args.dataset, archs, fast_training, seed=SEED + i)
-        for i in range(args.replicates)
+        for i in range(len(fast_walls), args.replicates)
     ]
     (root / "walls.json").write_text(json.dumps({"seed": seed_wall, "fast": fast_walls}))
 

@@ -24,6 +24,7 @@ import argparse
 import gzip
 import hashlib
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -52,7 +53,9 @@ def load_fashion_mnist():
     for name in FILES:
         raw = gzip.decompress((source / f"{name}.gz").read_bytes())
         if hashlib.sha256(raw).hexdigest() != published[name]:
-            sys.exit(f"slides_protocol: {source / name}.gz: uncompressed sha256 is not the published")
+            sys.exit(
+                f"slides_protocol: {source / name}.gz: uncompressed sha256 is not the published"
+            )
         offset = 16 if "images" in name else 8
         arrays.append(np.frombuffer(raw, dtype=np.uint8, offset=offset))
     train_images, train_labels, test_images, test_labels = arrays
@@ -90,7 +93,7 @@ def slide_model(tf, arch: str):
 
 
 def worker(arch: str, seed: int, epochs: int, threads: int) -> dict:
-    import afternoon  # noqa: F401  (Keras 2: tf_keras, as the slides' TensorFlow 2.0 had)
+    os.environ["TF_USE_LEGACY_KERAS"] = "1"  # Keras 2 (tf_keras), as the slides' TensorFlow 2.0
     import tensorflow as tf
 
     tf.config.threading.set_intra_op_parallelism_threads(threads)

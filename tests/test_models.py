@@ -202,6 +202,19 @@ def test_build_optimizer_defaults_and_values():
     assert float(sgd.momentum) == pytest.approx(0.9) and sgd.nesterov is True
     adam = build_optimizer({"name": "adam", "beta_1": 0.8, "epsilon": 1e-6})
     assert float(adam.beta_1) == pytest.approx(0.8) and adam.epsilon == pytest.approx(1e-6)
+    nadam = build_optimizer({"name": "nadam", "learning_rate": 0.003})
+    assert type(nadam).__name__ == "Nadam" and float(nadam.learning_rate) == pytest.approx(0.003)
+
+
+def test_nadam_takes_adams_keys_and_refuses_sgds(zoo):
+    """The Nesterov rows' fast recipes train with Nadam; its keys are Adam's."""
+    arch = named(zoo, "cnn1")
+    del arch["name"]
+    arch["optimizer"] = {"name": "nadam", "learning_rate": 0.003, "beta_1": 0.9, "epsilon": 1e-7}
+    validate_architecture("cnn1", arch)
+    arch["optimizer"] = {"name": "nadam", "nesterov": True}
+    with pytest.raises(ConfigError, match="nesterov"):
+        validate_architecture("cnn1", arch)
 
 
 def test_valid_optional_fields_pass(zoo):
@@ -458,7 +471,7 @@ def test_zoo_defaults_are_keras_defaults():
         assert default.get_config() == ours.get_config()
     optimizers = tf.keras.optimizers
     for name, cls in [("adam", optimizers.Adam), ("sgd", optimizers.SGD),
-                      ("adadelta", optimizers.Adadelta)]:  # fmt: skip
+                      ("adadelta", optimizers.Adadelta), ("nadam", optimizers.Nadam)]:  # fmt: skip
         assert cls().get_config() == cls(**OPTIMIZER_DEFAULTS[name]).get_config()
 
 

@@ -16,9 +16,9 @@ _KERAS_OPTIMIZER = {"adam": "Adam", "nadam": "Nadam", "sgd": "SGD", "adadelta": 
 
 
 def build_optimizer(spec: dict, schedule=None):
-    """A Keras 2 (tf_keras) Adam, Nadam, SGD or Adadelta optimizer from a spec's ``optimizer`` mapping;
-    with ``schedule`` (afternoon.training.schedules), its learning rate follows it (peaking at, or
-    for step starting from, the spec's)."""
+    """A Keras 2 (tf_keras) Adam, Nadam, SGD or Adadelta optimizer from a spec's ``optimizer``
+    mapping; with ``schedule`` (afternoon.training.schedules), its learning rate follows it
+    (peaking at, or for step starting from, the spec's)."""
     import tensorflow as tf
 
     if spec["name"] not in _KERAS_OPTIMIZER:
