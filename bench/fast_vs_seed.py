@@ -67,18 +67,19 @@ def mirror(root: Path, dataset: str) -> Path:
     return folder
 
 
-def run_study(workdir: Path, dataset: str, archs: list[str], training: dict, seed=SEED) -> float:
-    """`snakemake --cores 2` of a study of ``archs`` on ``dataset`` in ``workdir``; its wall
-    seconds."""
+def run_study(workdir: Path, dataset: str, archs: list[str], training: dict, seed=SEED,
+              zoo: Path = REPO / "config/zoo.yaml", cores: int = 2) -> float:  # fmt: skip
+    """`snakemake --cores 2` (or ``cores``) of a study of ``archs`` on ``dataset`` in ``workdir``
+    (the zoo: config/zoo.yaml, or ``zoo``); its wall seconds."""
     config = yaml.safe_load((REPO / "config/config.yaml").read_text())
     config.update(study=f"bench-{workdir.name}", datasets=[dataset], architectures=archs)
-    config.update(seed=seed, zoo=str(REPO / "config/zoo.yaml"))
+    config.update(seed=seed, zoo=str(zoo))
     config["data"]["mirror"] = str(mirror(workdir.parent, dataset))
-    config["training"].update(threads=2, **training)
+    config["training"].update({"threads": 2, **training})
     workdir.mkdir(parents=True, exist_ok=True)
     (workdir / "config.yaml").write_text(yaml.safe_dump(config))
-    command = ["snakemake", "-s", str(REPO / "Snakefile"), "-d", str(workdir), "--cores", "2",
-               "--configfile", str(workdir / "config.yaml"), "--quiet"]  # fmt: skip
+    command = ["snakemake", "-s", str(REPO / "Snakefile"), "-d", str(workdir), "--cores",
+               str(cores), "--configfile", str(workdir / "config.yaml"), "--quiet"]  # fmt: skip
     # this interpreter's snakemake and python, without PATH set
     path = f"{Path(sys.executable).parent}:{os.environ['PATH']}"
     env = {**os.environ, "PYTHONPATH": str(REPO / "workflow"), "PATH": path}

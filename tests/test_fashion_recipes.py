@@ -205,12 +205,15 @@ def test_every_fashion_mnist_architecture_has_a_fast_recipe_of_its_own(afternoon
                         "fashion_mnist", name)  # fmt: skip
         fast = job_spec(config, zoo, "fashion_mnist", name)
         assert fast["layers"] == seed["layers"]  # the slide's layers, another recipe
-        assert fast["batch_size"] == 256 and fast["precision"] == "auto"
-        assert fast["epochs"] < seed["epochs"] or name in CIML  # CIML: the deck gives none
-        assert fast["label_smoothing"] == 0.1
-        flips = fast.get("augmentation", {}).get("flip")
-        assert flips == (None if name.startswith("fc") else "horizontal")
+        assert fast["precision"] == "auto"
         assert zoo[name]["recipes"]["fast"]["datasets"]["fashion_mnist"]
+        assert fast["epochs"] < seed["epochs"] or name in CIML  # CIML: the deck gives none
+        flips = fast.get("augmentation", {}).get("flip")
+        if name in CIML:  # small nets that underfit: more steps, no flips, no smoothing
+            assert fast["batch_size"] == 128 and "label_smoothing" not in fast and flips is None
+            continue
+        assert fast["batch_size"] == 256 and fast["label_smoothing"] == 0.1
+        assert flips == (None if name.startswith("fc") else "horizontal")
     # the dropout nets train longer than cnn2 (issue 21: 6 epochs left cnn_dropout 1.5 points short)
     epochs = {n: job_spec(config, zoo, "fashion_mnist", n)["epochs"] for n in SEVEN}
     assert epochs["cnn_dropout"] > epochs["cnn2"] > job_spec(config, zoo, "mnist", "cnn2")["epochs"]
@@ -223,7 +226,8 @@ def test_the_afternoon_is_planned_with_its_fast_recipes_and_the_exercise_search(
     specs, commands = planned_train_specs(AFTERNOON)
     assert len(specs) == 9 + 17
     assert specs["fashion_mnist", "cnn_dropout"]["augmentation"] == {"flip": "horizontal"}
-    assert specs["fashion_mnist", "fm_nesterov_100"]["optimizer"]["nesterov"] is True
+    # the Nesterov rows keep Nesterov momentum, in Adam's form
+    assert specs["fashion_mnist", "fm_nesterov_100"]["optimizer"]["name"] == "nadam"
     assert all(spec["schedule"]["name"] == "cosine" for spec in specs.values())
     (tune,) = [line for line in commands.splitlines() if "afternoon.cli tune " in line]
     words = shlex.split(tune)  # the spec shell-quoted (its description has an apostrophe)
