@@ -53,13 +53,19 @@ TARGET_RATIO = {"mnist": 1 / 3, "fashion_mnist": 1 / 10}
 SEED = 42
 
 
-def mirror(root: Path, dataset: str) -> Path:
-    """A mirror folder holding ``dataset``'s real files (a link to where they are)."""
+def real_data(dataset: str) -> Path:
+    """Where ``dataset``'s real files are: ../shared/data, else (Fashion-MNIST) Debian's copy."""
     source = SHARED_DATA / dataset
     if dataset == "fashion_mnist" and not source.is_dir():
         source = DEBIAN_FASHION_MNIST
     if not source.is_dir():
-        sys.exit(f"fast_vs_seed: no copy of {dataset} at {source}")
+        sys.exit(f"{Path(sys.argv[0]).stem}: no copy of {dataset} at {source}")
+    return source
+
+
+def mirror(root: Path, dataset: str) -> Path:
+    """A mirror folder holding ``dataset``'s real files (a link to where they are)."""
+    source = real_data(dataset)
     folder = root / "mirror"
     (folder / dataset).parent.mkdir(parents=True, exist_ok=True)
     if not (folder / dataset).exists():
@@ -152,22 +158,32 @@ def parse_args():
     return args
 
 
+def read_walls(root: Path) -> tuple[float, list[float]]:
+    """The seed study's wall seconds and the fast studies' (one per replicate) from walls.json."""
+    walls = json.loads((root / "walls.json").read_text())
+    fast = walls["fast"]
+    return walls["seed"], fast if isinstance(fast, list) else [fast]  # one number: kept before
+
+
+def reuse(kept: Path, dest: Path, side: str) -> float:
+    """Copy a study measured before (the seed/ or fast/ folder of an earlier --keep) to ``dest``;
+    its wall seconds (the fast side's: replicate 0's), from the walls.json beside it."""
+    shutil.copytree(kept, dest, symlinks=True)
+    seed_wall, fast_walls = read_walls(kept.parent)
+    return seed_wall if side == "seed" else fast_walls[0]
+
+
 def run_studies(args, root: Path, archs: list[str]) -> None:
     """The capped seed study (or a kept one) and the fast studies; their walls in walls.json."""
     seed_training = {"recipes": "seed", "max_epochs": args.seed_epochs}
-    if args.seed_study:  # measured before: its wall time is in its walls.json
-        shutil.copytree(args.seed_study, root / "seed", symlinks=True)
-        seed_wall = json.loads((args.seed_study.parent / "walls.json").read_text())["seed"]
+    if args.seed_study:
+        seed_wall = reuse(args.seed_study, root / "seed", "seed")
     else:
         seed_wall = run_study(root / "seed", args.dataset, archs, seed_training)
     fast_training = {"recipes": "fast", "precision": args.precision}
     if args.fast_max_epochs:
         fast_training["max_epochs"] = args.fast_max_epochs
-    fast_walls = []
-    if args.fast_study:  # replicate 0 measured before: its wall time is in its walls.json
-        shutil.copytree(args.fast_study, fast_dir(root, 0), symlinks=True)
-        kept = json.loads((args.fast_study.parent / "walls.json").read_text())["fast"]
-        fast_walls.append(kept[0] if isinstance(kept, list) else kept)
+    fast_walls = [reuse(args.fast_study, fast_dir(root, 0), "fast")] if args.fast_study else []
     fast_walls += [
         run_study(fast_dir(root, i), args.dataset, archs, fast_training, seed=SEED + i)
         for i in range(len(fast_walls), args.replicates)
@@ -188,9 +204,7 @@ def main() -> None:
     root = args.keep or Path(tempfile.mkdtemp(prefix="fast-vs-seed-"))
     if not args.table_only:
         run_studies(args, root, archs)
-    walls = json.loads((root / "walls.json").read_text())
-    seed_wall, fast_walls = walls["seed"], walls["fast"]
-    fast_walls = fast_walls if isinstance(fast_walls, list) else [fast_walls]  # kept before
+    seed_wall, fast_walls = read_walls(root)
     replicates = len(fast_walls)
     fast_results = [fast_dir(root, i) / "results" for i in range(replicates)]
     used = {job(fast_results[0], dataset, arch)["metrics"]["precision_reason"] for arch in archs}

@@ -16,14 +16,13 @@ times are not benchmark figures (bench/fast_vs_seed.py measures the recipes that
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from fast_vs_seed import REPO, run_study  # noqa: E402
+from fast_vs_seed import REPO, job, run_study  # noqa: E402
 
 
 def main() -> None:
@@ -47,11 +46,10 @@ def main() -> None:
     training = {"recipes": "fast", "threads": args.threads}
     run_study(workdir, "fashion_mnist", [args.arch], training, seed=args.seed,
               zoo=workdir / "zoo.yaml", cores=args.threads)  # fmt: skip
-    results = workdir / "results"
-    test = json.loads((results / "eval/fashion_mnist" / args.arch / "metrics.json").read_text())
-    run = json.loads((results / "runs/fashion_mnist" / args.arch / "metrics.json").read_text())
+    result = job(workdir / "results", "fashion_mnist", args.arch)
+    wall = result["metrics"]["job_wall_s"]
     print(f"{args.name} {args.arch} {args.changes} seed {args.seed}: test "
-          f"{test['test_accuracy'] * 100:.2f} %, train job {run['job_wall_s']:.0f} s")  # fmt: skip
+          f"{result['accuracy']:.2f} %, train job {wall:.0f} s")  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -14,15 +14,13 @@ Per architecture and seed (tf.keras.utils.set_random_seed), one process each (--
 TensorFlow threads): the test accuracy after epoch 10 (the code's), after epoch 15 (the log's
 last line) and the best epoch's (what a reader of the log or of TensorBoard's curve would pick);
 then their means over the seeds. Real Fashion-MNIST from ../shared/data/fashion_mnist, else
-Debian's dataset-fashion-mnist, its uncompressed bytes checked against
-../shared/data/fashion-mnist-uncompressed.sha256.
+Debian's dataset-fashion-mnist, each file checked against the registry's sha256 (of the
+uncompressed bytes, for a recompressed copy).
 """
 
 from __future__ import annotations
 
 import argparse
-import gzip
-import hashlib
 import json
 import os
 import statistics
@@ -30,39 +28,26 @@ import subprocess
 import sys
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-SHARED = REPO.parent / "shared" / "data"
-SOURCES = [SHARED / "fashion_mnist", Path("/usr/share/datasets/fashion-mnist")]
-FILES = ["train-images-idx3-ubyte", "train-labels-idx1-ubyte"]
-FILES += ["t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from fast_vs_seed import REPO, real_data  # noqa: E402
 
 
 def load_fashion_mnist():
-    """(train_images, train_labels), (test_images, test_labels), as tf.keras.datasets gives."""
-    import numpy as np
+    """(train_images, train_labels), (test_images, test_labels), as tf.keras.datasets gives:
+    the registry's four files, each checked as a mirror's download is (verify)."""
+    sys.path.insert(0, str(REPO / "workflow"))
+    from afternoon.formats import read_idx_dataset
+    from afternoon.registry import dataset_entry
+    from afternoon.verify import verify
 
-    source = next((s for s in SOURCES if (s / f"{FILES[0]}.gz").is_file()), None)
-    if source is None:
-        sys.exit(f"slides_protocol: no Fashion-MNIST in {' or '.join(map(str, SOURCES))}")
-    published = {}
-    for line in (SHARED / "fashion-mnist-uncompressed.sha256").read_text().splitlines():
-        if line and not line.startswith("#"):
-            digest, name = line.split()[:2]
-            published[name] = digest
-    arrays = []
-    for name in FILES:
-        raw = gzip.decompress((source / f"{name}.gz").read_bytes())
-        if hashlib.sha256(raw).hexdigest() != published[name]:
-            sys.exit(
-                f"slides_protocol: {source / name}.gz: uncompressed sha256 is not the published"
-            )
-        offset = 16 if "images" in name else 8
-        arrays.append(np.frombuffer(raw, dtype=np.uint8, offset=offset))
-    train_images, train_labels, test_images, test_labels = arrays
-    return (train_images.reshape(60000, 28, 28), train_labels), (
-        test_images.reshape(10000, 28, 28),
-        test_labels,
-    )
+    source = real_data("fashion_mnist")
+    files = {}
+    for entry in dataset_entry("fashion_mnist")["files"]:
+        path = source / entry["name"]
+        verify(path, entry, str(source), recompressed_ok=True)  # a one-line error if not
+        files[entry["role"]] = path
+    data = read_idx_dataset(files)
+    return (data["x_train"][..., 0], data["y_train"]), (data["x_test"][..., 0], data["y_test"])
 
 
 def slide_model(tf, arch: str):
