@@ -191,6 +191,11 @@ def main() -> None:
             sys.exit(f"end_to_end.py: {root} holds a study of another configuration")
         (root / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
         run_part(root, args.part)
+    walls = json.loads((root / "walls.json").read_text())
+    if "all" not in walls and set(walls) != set(PARTS):
+        done = ", ".join(f"{part} {seconds / 60:.1f} min" for part, seconds in walls.items())
+        print(f"parts done: {done}; still to run: {', '.join(sorted(set(PARTS) - set(walls)))}")
+        return
     summarise(root)
 
 
