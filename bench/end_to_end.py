@@ -26,18 +26,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import re
-import subprocess
 import sys
-import time
 from datetime import datetime
 from pathlib import Path
 
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from fast_vs_seed import ARCHS, REPO, TARGET_POINTS, mirror  # noqa: E402
+from fast_vs_seed import ARCHS, REPO, TARGET_POINTS, job, mirror, snakemake  # noqa: E402
 
 sys.path.insert(0, str(REPO / "workflow"))
 
@@ -59,8 +56,8 @@ def study_config(root: Path, precision: str) -> dict:
 
     config = yaml.safe_load((REPO / "config/config.yaml").read_text())
     overlay(config, yaml.safe_load((REPO / "config/afternoon.yaml").read_text()))
-    for dataset in config["datasets"]:
-        config["data"]["mirror"] = str(mirror(root, dataset))
+    folders = {mirror(root, dataset) for dataset in config["datasets"]}  # one folder, a link each
+    config["data"]["mirror"] = str(folders.pop())
     config["zoo"] = str(REPO / config["zoo"])
     config["searches"]["file"] = str(REPO / config["searches"]["file"])
     if precision == "float32":
@@ -87,16 +84,14 @@ def run_part(root: Path, part: str) -> float:
     config = yaml.safe_load((root / "config.yaml").read_text())
     last = part == "all" or set(walls) | {part} == set(PARTS)
     wanted = targets(config, part) + (["all"] if last and part != "all" else [])
-    command = ["snakemake", "-s", str(REPO / "Snakefile"), "-d", str(root), "--cores", "2", *wanted,
-               "--configfile", str(root / "config.yaml"), "--rerun-incomplete"]  # fmt: skip
-    path = f"{Path(sys.executable).parent}:{os.environ['PATH']}"
-    env = {**os.environ, "PYTHONPATH": str(REPO / "workflow"), "PATH": path}
-    started = time.perf_counter()
-    with open(root / f"snakemake-{part}.log", "w") as log:
-        subprocess.run(command, check=True, stdout=log, stderr=subprocess.STDOUT, env=env)
-    walls[part] = time.perf_counter() - started
+    args = ["--cores", "2", *wanted, "--rerun-incomplete"]
+    walls[part] = snakemake(root, args, root / f"snakemake-{part}.log")
     (root / "walls.json").write_text(json.dumps(walls, indent=1))
     return walls[part]
+
+
+def parts(walls: dict) -> str:
+    return ", ".join(f"{part} {seconds / 60:.1f} min" for part, seconds in walls.items())
 
 
 def rule_seconds(root: Path) -> dict[str, float]:
@@ -134,9 +129,8 @@ def summarise(root: Path) -> None:
     precision = config["training"]["precision"] or "each recipe's own"
     print(f"{cpu_model()}, 2 cores; training.precision: {precision}")
     total = sum(walls.values())
-    parts = ", ".join(f"{part} {seconds / 60:.1f} min" for part, seconds in walls.items())
-    print(f"wall time: {total / 60:.1f} min ({total / 3600:.2f} h; {parts}); target with bf16 "
-          f"<= {TARGET_HOURS} h")  # fmt: skip
+    print(f"wall time: {total / 60:.1f} min ({total / 3600:.2f} h; {parts(walls)}); target "
+          f"with bf16 <= {TARGET_HOURS} h")  # fmt: skip
     per_rule = rule_seconds(root)
     by_time = sorted(per_rule.items(), key=lambda item: -item[1])
     print("job time per rule (min): " + ", ".join(f"{r} {s / 60:.1f}" for r, s in by_time))
@@ -144,14 +138,13 @@ def summarise(root: Path) -> None:
     for dataset, archs in config["dataset_architectures"].items():
         train = 0.0
         for arch in archs:
-            metrics = json.loads((results / "runs" / dataset / arch / "metrics.json").read_text())
-            train += metrics["job_wall_s"]
-            precisions.add(metrics["precision_reason"])
+            run = job(results, dataset, arch)
+            train += run["metrics"]["job_wall_s"]
+            precisions.add(run["metrics"]["precision_reason"])
             reference = reference_accuracy(zoo, arch, dataset)
             if arch not in ARCHS[dataset] or reference is None:
                 continue
-            evaluation = results / "eval" / dataset / arch / "metrics.json"
-            accuracy = json.loads(evaluation.read_text())["test_accuracy"] * 100
+            accuracy = run["accuracy"]
             reproduced += accuracy >= reference - TARGET_POINTS
             if accuracy < reference - TARGET_POINTS:
                 misses.append(f"{dataset}/{arch} {accuracy:.2f} ({accuracy - reference:+.2f})")
@@ -193,8 +186,8 @@ def main() -> None:
         run_part(root, args.part)
     walls = json.loads((root / "walls.json").read_text())
     if "all" not in walls and set(walls) != set(PARTS):
-        done = ", ".join(f"{part} {seconds / 60:.1f} min" for part, seconds in walls.items())
-        print(f"parts done: {done}; still to run: {', '.join(sorted(set(PARTS) - set(walls)))}")
+        missing = ", ".join(part for part in PARTS if part not in walls)
+        print(f"parts done: {parts(walls)}; still to run: {missing}")
         return
     summarise(root)
 

@@ -84,14 +84,20 @@ def run_study(workdir: Path, dataset: str, archs: list[str], training: dict, see
     config["training"].update({"threads": 2, **training})
     workdir.mkdir(parents=True, exist_ok=True)
     (workdir / "config.yaml").write_text(yaml.safe_dump(config))
-    command = ["snakemake", "-s", str(REPO / "Snakefile"), "-d", str(workdir), "--cores",
-               str(cores), "--configfile", str(workdir / "config.yaml"), "--quiet"]  # fmt: skip
+    return snakemake(workdir, ["--cores", str(cores), "--quiet"], workdir / "snakemake.log")
+
+
+def snakemake(workdir: Path, args: list[str], log: Path) -> float:
+    """This repository's Snakefile on ``workdir``'s config.yaml with ``args`` (cores, targets),
+    its output in ``log``; its wall seconds."""
+    command = ["snakemake", "-s", str(REPO / "Snakefile"), "-d", str(workdir), *args,
+               "--configfile", str(workdir / "config.yaml")]  # fmt: skip
     # this interpreter's snakemake and python, without PATH set
     path = f"{Path(sys.executable).parent}:{os.environ['PATH']}"
     env = {**os.environ, "PYTHONPATH": str(REPO / "workflow"), "PATH": path}
     started = time.perf_counter()
-    with open(workdir / "snakemake.log", "w") as log:
-        subprocess.run(command, check=True, stdout=log, stderr=subprocess.STDOUT, env=env)
+    with open(log, "w") as out:
+        subprocess.run(command, check=True, stdout=out, stderr=subprocess.STDOUT, env=env)
     return time.perf_counter() - started
 
 
