@@ -27,15 +27,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import sys
-from datetime import datetime
 from pathlib import Path
 
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from fast_vs_seed import ARCHS, REPO, TARGET_POINTS, job, mirror, snakemake  # noqa: E402
+from study_overhead import job_durations  # noqa: E402
 
 sys.path.insert(0, str(REPO / "workflow"))
 
@@ -96,24 +95,11 @@ def parts(walls: dict) -> str:
 
 
 def rule_seconds(root: Path) -> dict[str, float]:
-    """Summed job time per rule, from the Snakemake logs' start and "Finished jobid" lines."""
-    stamp = re.compile(r"^\[(\w{3} \w{3} +\d+ [\d:]+ \d{4})\]$")
-    started, rules, totals = {}, {}, {}
+    """Summed job time per rule over the parts' Snakemake logs."""
+    totals = {}
     for log in sorted(root.glob("snakemake-*.log")):
-        lines = log.read_text().splitlines()
-        when = None
-        for i, line in enumerate(lines):
-            if match := stamp.match(line):
-                when = datetime.strptime(match[1], "%a %b %d %H:%M:%S %Y")
-            elif m := re.match(r"^(?:local)?rule (\w+):$", line):
-                job = next(x for x in lines[i:] if x.strip().startswith("jobid:"))
-                key = (log.name, job.split(":")[1].strip())
-                started[key], rules[key] = when, m[1]
-            elif m := re.match(r"^Finished jobid: (\d+)", line):
-                key = (log.name, m[1])
-                if key in started:
-                    seconds = (when - started[key]).total_seconds()
-                    totals[rules[key]] = totals.get(rules[key], 0.0) + seconds
+        for rule, durations in job_durations(log).items():
+            totals[rule] = totals.get(rule, 0.0) + sum(durations)
     return totals
 
 
@@ -165,8 +151,8 @@ def summarise(root: Path) -> None:
     summary = json.loads((search / "summary.json").read_text())
     best = json.loads((search / "best" / "metrics.json").read_text())
     retrained = json.loads((search / "best-eval" / "metrics.json").read_text())["test_accuracy"]
-    search_s = sum(per_rule.get(r, 0.0) for r in ("tune", "train_search_best"))
-    search_s += per_rule.get("evaluate_search_best", 0.0)
+    search_rules = ("tune", "train_search_best", "evaluate_search_best")
+    search_s = sum(per_rule.get(rule, 0.0) for rule in search_rules)
     print(f"search {SEARCH}: {summary['trials']} trials ({summary['completed']} completed), "
           f"{summary['epochs_trained']} epochs, best trial {summary['best_trial']} val_accuracy "
           f"{summary['best_value'] * 100:.2f} %: {summary['best_values']}")  # fmt: skip
